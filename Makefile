@@ -1,0 +1,38 @@
+# fledge — the README's two commands are `make demo` and `make test`.
+.PHONY: all build bench test demo controlplane-build controlplane-up controlplane-down fmt lint
+
+all: build
+
+build:
+	cargo build --locked
+
+## test: lints, unit tests, and integration tests against a real local control plane (started and stopped here)
+test:
+	./scripts/test.sh
+
+## bench: policy call latency and load time (criterion), the Python example included
+bench:
+	./scripts/setup.sh
+	./scripts/bench.sh
+
+## demo: the seed story, live (arrives with the controller)
+demo:
+	./scripts/demo.sh
+
+controlplane-build:
+	./tests/controlplane/build.sh
+
+## controlplane-up: start the local plane and print its kubeconfig path
+controlplane-up:
+	./scripts/setup.sh
+	./tests/controlplane/up.sh
+
+controlplane-down:
+	./tests/controlplane/down.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings

@@ -1,0 +1,104 @@
+//! Policy call latency (fresh Store + instantiate + one call, per world) and cached load time.
+//! `make bench` runs it; set FLEDGE_PYTHON_POLICY to a built Python example to measure it too.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fledge::policy::types::*;
+use fledge::policy::{BUILTIN_DEFAULT, Grants, Limits, Policy, PolicyComponent, PolicyEngine, builtin};
+
+fn rollout() -> Rollout {
+    Rollout {
+        name: "podinfo".into(),
+        namespace: "test".into(),
+        phase: Phase::Progressing,
+        canary_weight: 20,
+        iterations: 0,
+        failed_checks: 0,
+        analysis: AnalysisSettings {
+            threshold: 5,
+            step_weight: Some(20),
+            max_weight: Some(50),
+            ..Default::default()
+        },
+        config: "{}".into(),
+    }
+}
+
+fn checks() -> Vec<MetricCheck> {
+    ["request-success-rate", "request-duration"]
+        .iter()
+        .map(|name| MetricCheck {
+            name: (*name).into(),
+            value: Some(99.5),
+            range: ThresholdRange {
+                min: Some(99.0),
+                max: Some(500.0),
+            },
+            error: None,
+        })
+        .collect()
+}
+
+fn bench_calls(c: &mut Criterion, label: &str, policy: &Arc<PolicyComponent>, worlds: &[&str]) {
+    let r = rollout();
+    let checks = checks();
+    let hooks = [WebhookOutcome {
+        name: "approve".into(),
+        ok: true,
+        status_code: Some(200),
+        message: String::new(),
+    }];
+    for world in worlds {
+        let id = format!("{label}/{world}");
+        match *world {
+            "step" => c.bench_function(&id, |b| b.iter(|| black_box(policy.step(black_box(&r))))),
+            "gate" => c.bench_function(&id, |b| {
+                b.iter(|| black_box(policy.gate(black_box(&r), GateKind::ConfirmPromotion, &hooks)))
+            }),
+            _ => c.bench_function(&id, |b| {
+                b.iter(|| black_box(policy.analyse(black_box(&r), &checks, &[], None)))
+            }),
+        };
+    }
+}
+
+fn bench_load(c: &mut Criterion, label: &str, bytes: &[u8]) {
+    let cache = std::env::temp_dir().join(format!("fledge-bench-cache-{}", std::process::id()));
+    // Warm the on-disk cache once, then measure loads that hit it from a fresh engine (no in-memory copy).
+    PolicyEngine::new(Limits::default(), Some(cache.clone()))
+        .and_then(|e| e.load(label, bytes, Grants::ALL))
+        .expect("warm cache");
+    c.bench_function(&format!("{label}/load_cached"), |b| {
+        b.iter(|| {
+            let engine = PolicyEngine::new(Limits::default(), Some(cache.clone())).expect("engine");
+            black_box(engine.load(label, bytes, Grants::ALL).expect("load"))
+        })
+    });
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+fn policies(c: &mut Criterion) {
+    let engine = PolicyEngine::new(Limits::default(), None).expect("engine");
+    let default_bytes = builtin(BUILTIN_DEFAULT).expect("builtin");
+    let default = engine
+        .load(BUILTIN_DEFAULT, default_bytes, Grants::ALL)
+        .expect("load default");
+    bench_calls(c, "default", &default, &["step", "gate", "analysis"]);
+    bench_load(c, "default", default_bytes);
+
+    if let Some(path) = std::env::var_os("FLEDGE_PYTHON_POLICY") {
+        let bytes = std::fs::read(&path).expect("read FLEDGE_PYTHON_POLICY");
+        let python = engine.load("python", &bytes, Grants::ALL).expect("load python");
+        bench_calls(c, "python", &python, &["step"]);
+        bench_load(c, "python", &bytes);
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50);
+    targets = policies
+}
+criterion_main!(benches);

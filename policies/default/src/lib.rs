@@ -1,0 +1,50 @@
+//! fledge's default policy: Flagger's Istio behaviour as a WebAssembly component exporting `step`, `gate`
+//! and `analysis` (world `fledge:policy/policy`). The decisions live in pure modules; this file only binds
+//! them to the WIT exports.
+
+wit_bindgen::generate!({
+    world: "policy",
+    path: "../../wit",
+    generate_all,
+});
+
+mod config;
+mod judge;
+mod steps;
+
+use exports::fledge::policy::{analysis, gate, step};
+use fledge::policy::types::{
+    AnalysisResult, GateDecision, GateKind, MetricCheck, PolicyError, Rollout, StepDecision, WebhookOutcome,
+};
+
+struct DefaultPolicy;
+
+impl step::Guest for DefaultPolicy {
+    fn next(rollout: Rollout) -> Result<StepDecision, PolicyError> {
+        let config = config::Config::parse(&rollout.config)?;
+        Ok(steps::next(&rollout, &config))
+    }
+}
+
+impl gate::Guest for DefaultPolicy {
+    fn decide(
+        rollout: Rollout,
+        kind: GateKind,
+        hooks: Vec<WebhookOutcome>,
+    ) -> Result<GateDecision, PolicyError> {
+        Ok(judge::gate(&rollout, kind, &hooks))
+    }
+}
+
+impl analysis::Guest for DefaultPolicy {
+    fn judge(
+        rollout: Rollout,
+        checks: Vec<MetricCheck>,
+        hooks: Vec<WebhookOutcome>,
+    ) -> Result<AnalysisResult, PolicyError> {
+        config::Config::parse(&rollout.config)?;
+        Ok(judge::analysis(&checks, &hooks))
+    }
+}
+
+export!(DefaultPolicy);

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what fledge's build, tests and demo need on a fresh machine; does nothing for what is present.
+set -euo pipefail
+
+missing=()
+for tool in curl openssl python3; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] installing Debian packages: ${missing[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "[setup] error: Rust (cargo, via rustup) is required" >&2; exit 1; }
+command -v go >/dev/null || { echo "[setup] error: Go >= 1.26 is required to build the control plane" >&2; exit 1; }
+go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+[ "${go_minor:-0}" -ge 26 ] || { echo "[setup] error: Go >= 1.26 is required, found $(go env GOVERSION)" >&2; exit 1; }
+
+# Policy components build for wasm32 (WASI-free, see build.rs).
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  echo "[setup] rustup target add wasm32-unknown-unknown" >&2
+  rustup target add wasm32-unknown-unknown >&2
+fi
+
+# componentize-py builds the Python example policy; a venv in the cache keeps it off the system Python.
+cache=${FLEDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}
+venv=$cache/py-venv-componentize-0.25.1
+if [ ! -x "$venv/bin/componentize-py" ]; then
+  echo "[setup] installing componentize-py 0.25.1 into $venv" >&2
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q componentize-py==0.25.1 >&2
+fi

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of fledge: lints, unit tests, and the integration tests against a real control plane that
+# this script starts and always stops again, whether the tests pass or not.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+"$root/scripts/setup.sh"
+bin=$("$root/tests/controlplane/build.sh" | tail -n 1)
+cache=${FLEDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}
+export FLEDGE_COMPONENTIZE_PY=$cache/py-venv-componentize-0.25.1/bin/componentize-py
+
+echo "[test] lints" >&2
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+# Compile the tests before the plane starts, so the plane is not kept waiting on the compiler.
+cargo test --all-targets --locked --no-run
+
+kubeconfig=$("$root/tests/controlplane/up.sh" | tail -n 1)
+trap '"$root/tests/controlplane/down.sh"' EXIT
+export KUBECONFIG=$kubeconfig PATH="$bin:$PATH"
+
+echo "[test] unit and integration tests" >&2
+cargo test --all-targets --locked -- --include-ignored

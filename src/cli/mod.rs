@@ -1,0 +1,3 @@
+//! Subcommands of the `fledge` binary that are more than wiring.
+
+pub mod policy;

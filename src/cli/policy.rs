@@ -1,0 +1,100 @@
+//! `fledge policy eval` and `fledge policy inspect`: run or describe a policy component from the shell.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::types::{GateKind, MetricCheck, Rollout, WebhookOutcome};
+use crate::policy::{Grants, Limits, Policy, PolicyComponent, PolicyEngine, PolicyError, read_source};
+
+/// Which judgement to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum World {
+    Step,
+    Gate,
+    Analysis,
+}
+
+/// What `policy eval --input` reads: the rollout plus what the chosen world needs.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvalInput {
+    pub rollout: Rollout,
+    /// The gate to decide (world gate).
+    #[serde(default)]
+    pub gate: Option<GateKind>,
+    /// Webhook outcomes (worlds gate and analysis).
+    #[serde(default)]
+    pub hooks: Vec<WebhookOutcome>,
+    /// Metric checks (world analysis).
+    #[serde(default)]
+    pub checks: Vec<MetricCheck>,
+}
+
+/// Where compiled policies are cached: `$FLEDGE_POLICY_CACHE`, else `~/.cache/fledge/policy-cache`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("FLEDGE_POLICY_CACHE") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("fledge").join("policy-cache"))
+}
+
+fn load(source: &str) -> anyhow::Result<std::sync::Arc<PolicyComponent>> {
+    let engine = PolicyEngine::new(Limits::default(), default_cache_dir())?;
+    let bytes = read_source(source)?;
+    Ok(engine.load(source, &bytes, Grants::ALL)?)
+}
+
+/// Runs one judgement and returns the decision as JSON.
+pub fn eval(source: &str, world: World, input: &EvalInput) -> anyhow::Result<serde_json::Value> {
+    let policy = load(source)?;
+    let r = &input.rollout;
+    let decision = match world {
+        World::Step => serde_json::to_value(policy.step(r)?)?,
+        World::Gate => {
+            let kind = input
+                .gate
+                .ok_or_else(|| anyhow::anyhow!("world gate needs \"gate\" in the input"))?;
+            serde_json::to_value(policy.gate(r, kind, &input.hooks)?)?
+        }
+        World::Analysis => serde_json::to_value(policy.analyse(r, &input.checks, &input.hooks, None)?)?,
+    };
+    Ok(decision)
+}
+
+/// What `policy inspect` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    pub source: String,
+    pub digest: String,
+    pub package_version: Option<String>,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+}
+
+/// Describes a component: digest, contract version, exports and imports.
+pub fn inspect(source: &str) -> anyhow::Result<Inspection> {
+    let component = load(source)?;
+    Ok(Inspection {
+        source: source.to_owned(),
+        digest: format!("sha256:{}", component.digest()),
+        package_version: component.package_version().map(str::to_owned),
+        exports: component.exports().to_vec(),
+        imports: component.imports().to_vec(),
+    })
+}
+
+/// Maps a policy failure to the process exit code the CLI uses for it.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<PolicyError>() {
+        Some(
+            PolicyError::Load { .. } | PolicyError::ImportDenied { .. } | PolicyError::MissingExport { .. },
+        ) => 3,
+        Some(_) => 4,
+        None => 2,
+    }
+}

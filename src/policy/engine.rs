@@ -1,0 +1,132 @@
+//! One wasmtime Engine for the process: its limits, the epoch ticker that enforces deadlines, the on-disk
+//! compile cache, and the in-memory set of loaded components keyed by digest.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::{Cache, CacheConfig, Config, Engine};
+
+use super::component::{Grants, PolicyComponent};
+use super::error::PolicyError;
+
+/// Bounds on every policy call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock time one call may take (instantiation included).
+    pub deadline: Duration,
+    /// Linear memory one component instance may grow to.
+    pub memory_bytes: usize,
+    /// How often the epoch advances; a call stops at most one tick after its deadline.
+    pub tick: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 64 << 20,
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+impl Limits {
+    /// The deadline in epoch ticks. The first tick comes anywhere within one tick of the call's start, so
+    /// one tick more than the division guarantees a call at least its deadline (and at most one tick more).
+    pub(super) fn deadline_ticks(&self) -> u64 {
+        let tick = self.tick.as_nanos().max(1);
+        let ticks = self.deadline.as_nanos().div_ceil(tick) + 1;
+        u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+}
+
+/// The policy runtime's engine. Cheap to share (`Arc`); the epoch ticker stops when the last clone drops.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    pub(super) engine: Engine,
+    pub(super) limits: Limits,
+    loaded: Arc<Mutex<HashMap<(String, Grants), Arc<PolicyComponent>>>>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// An engine with `limits`, caching compiled code under `cache_dir` when given.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, PolicyError> {
+        let setup = |message: String| PolicyError::Load {
+            source_name: "engine".into(),
+            message,
+        };
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        if let Some(dir) = cache_dir {
+            let mut cache_config = CacheConfig::new();
+            cache_config.with_directory(dir);
+            let cache = Cache::new(cache_config).map_err(|e| setup(format!("compile cache: {e:#}")))?;
+            config.cache(Some(cache));
+        }
+        let engine = Engine::new(&config).map_err(|e| setup(format!("{e:#}")))?;
+        spawn_epoch_ticker(&engine, limits.tick).map_err(|e| setup(format!("epoch ticker: {e}")))?;
+        Ok(Self {
+            engine,
+            limits,
+            loaded: Arc::default(),
+        })
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Loads a component from its bytes (compiling it, or taking it from the caches), checking its imports
+    /// against `grants`. The same bytes with the same grants load once per process.
+    pub fn load(
+        &self,
+        source_name: &str,
+        bytes: &[u8],
+        grants: Grants,
+    ) -> Result<Arc<PolicyComponent>, PolicyError> {
+        let digest = super::component::digest(bytes);
+        let key = (digest.clone(), grants);
+        if let Some(found) = self.loaded.lock().ok().and_then(|map| map.get(&key).cloned()) {
+            return Ok(found);
+        }
+        let component = Arc::new(PolicyComponent::compile(
+            self,
+            source_name,
+            bytes,
+            digest,
+            grants,
+        )?);
+        if let Ok(mut map) = self.loaded.lock() {
+            map.insert(key, component.clone());
+        }
+        Ok(component)
+    }
+}
+
+/// Advances the engine's epoch every `tick` until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine, tick: Duration) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("fledge-policy-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The policy runtime: runs the WebAssembly components that make a rollout's three judgement calls
+//! (step, gate, analysis) under a deadline and a memory cap. The only module that touches wasmtime; the
+//! rest of the crate uses the [`Policy`] trait and the plain types in [`types`].
+
+mod bindings;
+mod builtin;
+mod component;
+mod convert;
+mod engine;
+mod error;
+mod host;
+pub mod types;
+
+pub use builtin::{BUILTIN_DEFAULT, builtin, read_source};
+pub use component::{Grants, PACKAGE, Policy, PolicyComponent, digest};
+pub use engine::{Limits, PolicyEngine};
+pub use error::PolicyError;

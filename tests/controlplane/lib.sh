@@ -1,0 +1,15 @@
+# Shared settings of the control-plane scripts (sourced, not run).
+# shellcheck shell=bash
+cp_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+. "$cp_here/versions.env"
+
+# Binaries live outside the checkout so clean clones and CI reuse them; keyed on every pinned version.
+CP_CACHE=${FLEDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}
+CP_BIN=$CP_CACHE/controlplane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-istio-$ISTIO_API_VERSION
+# Runtime state (certs, etcd data, pids, logs, kubeconfig) at a fixed path, so every tool can find it.
+CP_STATE=${FLEDGE_PLANE_DIR:-${TMPDIR:-/tmp}/fledge-plane}
+CP_KUBECONFIG=$CP_STATE/kubeconfig
+
+log() { printf '[controlplane] %s\n' "$*" >&2; }
+die() { printf '[controlplane] error: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,86 @@
+//! What integration tests share: a client for the real control plane and a throw-away namespace per test.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod policy;
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+
+/// A client for the plane `make test` started (KUBECONFIG points at it).
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: integration tests need the local plane (make controlplane-up, or make test)"
+    );
+    Client::try_default().await.expect("kube client from KUBECONFIG")
+}
+
+/// A namespace that lives as long as the test; deleted (asynchronously, by the plane) on drop.
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<unique suffix>`.
+    pub async fn create(prefix: &str) -> Self {
+        let client = client().await;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .subsec_nanos();
+        let name = format!("{prefix}-{:x}{:x}", std::process::id(), nanos);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("namespace manifest");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        Self { client, name }
+    }
+
+    /// A namespaced API for `K` in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        // Best effort: the plane is torn down after the run anyway.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+            });
+        }
+    }
+}
+
+/// Polls `probe` every 200 ms until it returns `Ok`, or panics after `limit` with the last reason it gave.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(reason) if Instant::now() >= deadline => {
+                panic!("{what}: not true after {limit:?}; last seen: {reason}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
