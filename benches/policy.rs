@@ -55,10 +55,10 @@ fn bench_calls(c: &mut Criterion, label: &str, policy: &Arc<PolicyComponent>, wo
         match *world {
             "step" => c.bench_function(&id, |b| b.iter(|| black_box(policy.step(black_box(&r))))),
             "gate" => c.bench_function(&id, |b| {
-                b.iter(|| black_box(policy.gate(black_box(&r), GateKind::ConfirmPromotion, &hooks)))
+                b.iter(|| black_box(policy.gate(black_box(&r), GateKind::ConfirmPromotion, &hooks)));
             }),
             _ => c.bench_function(&id, |b| {
-                b.iter(|| black_box(policy.analyse(black_box(&r), &checks, &[], None)))
+                b.iter(|| black_box(policy.analyse(black_box(&r), &checks, &[], None)));
             }),
         };
     }
@@ -74,7 +74,7 @@ fn bench_load(c: &mut Criterion, label: &str, bytes: &[u8]) {
         b.iter(|| {
             let engine = PolicyEngine::new(Limits::default(), Some(cache.clone())).expect("engine");
             black_box(engine.load(label, bytes, Grants::ALL).expect("load"))
-        })
+        });
     });
     let _ = std::fs::remove_dir_all(&cache);
 }

@@ -296,7 +296,7 @@ fn gates_open_when_every_webhook_approves_and_close_naming_the_one_that_did_not(
     );
     assert_eq!(
         policy
-            .gate(&r, GateKind::ConfirmPromotion, &[yes.clone()])
+            .gate(&r, GateKind::ConfirmPromotion, std::slice::from_ref(&yes))
             .expect("gate"),
         GateDecision::Open
     );

@@ -42,12 +42,15 @@ impl Limits {
     }
 }
 
+/// Components already loaded, by (digest, grants).
+type Loaded = HashMap<(String, Grants), Arc<PolicyComponent>>;
+
 /// The policy runtime's engine. Cheap to share (`Arc`); the epoch ticker stops when the last clone drops.
 #[derive(Clone)]
 pub struct PolicyEngine {
     pub(super) engine: Engine,
     pub(super) limits: Limits,
-    loaded: Arc<Mutex<HashMap<(String, Grants), Arc<PolicyComponent>>>>,
+    loaded: Arc<Mutex<Loaded>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {

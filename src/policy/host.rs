@@ -40,7 +40,7 @@ impl log::Host for HostState {
                 .find(|i| message.is_char_boundary(*i))
                 .unwrap_or(0);
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let canary = self.canary.as_str();
         match level {
