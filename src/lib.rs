@@ -2,6 +2,11 @@
 //!
 //! Data flows one way: observe → decide → act → record. See `../shared/docs/design.md` for the map.
 
+pub mod api;
 pub mod cli;
+pub mod cluster;
+pub mod controller;
+pub mod lifecycle;
 pub mod policy;
+pub mod router;
 pub mod telemetry;

@@ -16,6 +16,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controller (kubeconfig from KUBECONFIG or ~/.kube/config, else in-cluster).
+    Controller {
+        /// Floor for analysis.interval, e.g. 10s (Flagger's) or lower for demos and tests.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        min_interval: std::time::Duration,
+        /// Watch only this namespace.
+        #[arg(long, env = "FLEDGE_NAMESPACE")]
+        namespace: Option<String>,
+    },
+    /// Print the CustomResourceDefinitions fledge installs, as YAML.
+    Crds,
     /// Run or describe policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -41,8 +52,50 @@ enum PolicyCommand {
     },
 }
 
+/// `30s`, `2m`, `500ms`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
+
+fn controller(min_interval: std::time::Duration, namespace: Option<String>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await?;
+        let engine = fledge::policy::PolicyEngine::new(
+            fledge::policy::Limits::default(),
+            policy::default_cache_dir(),
+        )?;
+        tracing::info!(?min_interval, ?namespace, "fledge controller starting");
+        fledge::controller::run(
+            client,
+            engine,
+            fledge::controller::Options {
+                min_interval,
+                namespace,
+            },
+        )
+        .await;
+        anyhow::Ok(())
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Controller {
+            min_interval,
+            namespace,
+        } => controller(min_interval, namespace)?,
+        Command::Crds => print!("{}", fledge::api::crds_yaml()?),
         Command::Policy(PolicyCommand::Eval { source, world, input }) => {
             let text = if input.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?

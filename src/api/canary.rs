@@ -1,0 +1,367 @@
+//! Canary spec and status. Field names and meanings follow Flagger's `flagger.app/v1beta1` Canary so a
+//! Flagger manifest works after changing only its apiVersion; `analysis.policy` is fledge's addition.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema;
+
+/// A progressive rollout of a Deployment behind Istio.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "fledge.dev",
+    version = "v1alpha1",
+    kind = "Canary",
+    namespaced,
+    status = "CanaryStatus",
+    shortname = "cn",
+    category = "all",
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".status.policy.source","priority":1}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend","priority":1}"#,
+    printcolumn = r#"{"name":"FailedChecks","type":"integer","jsonPath":".status.failedChecks","priority":1}"#,
+    printcolumn = r#"{"name":"Interval","type":"string","jsonPath":".spec.analysis.interval","priority":1}"#,
+    printcolumn = r#"{"name":"Mirror","type":"boolean","jsonPath":".spec.analysis.mirror","priority":1}"#,
+    printcolumn = r#"{"name":"StepWeight","type":"string","jsonPath":".spec.analysis.stepWeight","priority":1}"#,
+    printcolumn = r#"{"name":"StepWeights","type":"string","jsonPath":".spec.analysis.stepWeights","priority":1}"#,
+    printcolumn = r#"{"name":"MaxWeight","type":"string","jsonPath":".spec.analysis.maxWeight","priority":1}"#,
+    printcolumn = r#"{"name":"LastTransitionTime","type":"string","jsonPath":".status.lastTransitionTime"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// Mesh or ingress provider; fledge drives Istio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Prometheus address for this canary's metrics, overriding the controller's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_server: Option<String>,
+    /// The Deployment being rolled out.
+    pub target_ref: TargetRef,
+    /// A HorizontalPodAutoscaler of the target, copied for the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler_ref: Option<AutoscalerRef>,
+    /// Seconds a rollout may make no progress before it is rolled back (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub progress_deadline_seconds: Option<i32>,
+    /// Promote without analysis.
+    #[serde(default)]
+    pub skip_analysis: bool,
+    /// Restore the target and the apex Service when the Canary is deleted (fledge: default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_on_deletion: Option<bool>,
+    /// Pause the rollout where it is.
+    #[serde(default)]
+    pub suspend: bool,
+    pub service: CanaryService,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<CanaryAnalysis>,
+}
+
+/// Reference to the workload being rolled out.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    #[serde(default = "default_target_api_version")]
+    pub api_version: String,
+    #[serde(default = "default_target_kind")]
+    pub kind: String,
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+fn default_target_api_version() -> String {
+    "apps/v1".into()
+}
+
+fn default_target_kind() -> String {
+    "Deployment".into()
+}
+
+/// Reference to the target's autoscaler.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object")]
+    pub primary_scaler_replicas: Option<serde_json::Value>,
+}
+
+/// Labels and annotations for a generated Service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+pub struct CustomMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The Services and Istio routing fledge generates.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryService {
+    /// Apex Service name (default: the target's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::int_or_string")]
+    pub target_port: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    #[serde(default)]
+    pub port_discovery: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub delegation: bool,
+    /// Istio DestinationRule trafficPolicy, copied to both DestinationRules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object")]
+    pub traffic_policy: Option<serde_json::Value>,
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object_list")]
+    pub match_: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object")]
+    pub rewrite: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object")]
+    pub retries: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object")]
+    pub headers: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object")]
+    pub cors_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apex: Option<CustomMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<CustomMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CustomMetadata>,
+}
+
+/// How a rollout is analysed and stepped.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!(has(self.stepWeight) && self.stepWeight == 0 && (!has(self.stepWeights) || size(self.stepWeights) == 0))"
+).message("stepWeight 0 never moves traffic: set stepWeight > 0 or stepWeights"))]
+pub struct CanaryAnalysis {
+    /// Time between analysis runs, e.g. `1m`, `30s` (default 60s, at least 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(m|s)$"))]
+    pub interval: Option<String>,
+    /// Failed checks before rollback (default 1... as Flagger: values <= 0 mean 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_weight: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub step_weight: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 0, max = 100)))]
+    pub step_weights: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub step_weight_promotion: Option<i32>,
+    /// Analysis runs for blue/green and A/B testing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub iterations: Option<i32>,
+    #[serde(default)]
+    pub mirror: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub mirror_weight: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub primary_ready_threshold: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub canary_ready_threshold: Option<i32>,
+    /// A/B testing: requests matching these go to the canary.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object_list")]
+    pub match_: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_object")]
+    pub session_affinity: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<CanaryMetric>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<CanaryWebhook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::preserve_object_list")]
+    pub alerts: Vec<serde_json::Value>,
+    /// fledge: the component that makes the step, gate and analysis decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
+}
+
+/// One metric check of the analysis.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryMetric {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(m|s)$"))]
+    pub interval: Option<String>,
+    /// Deprecated in Flagger: a minimum (success rate) or maximum (duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_range: Option<ThresholdRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<TemplateRef>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_variables: BTreeMap<String, String>,
+}
+
+/// Inclusive bounds for a metric.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Default, JsonSchema)]
+pub struct ThresholdRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// A MetricTemplate reference.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct TemplateRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A Flagger-compatible webhook.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryWebhook {
+    pub name: String,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<WebhookType>,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i32>,
+    #[serde(default, rename = "disableTLS")]
+    pub disable_tls: bool,
+    #[serde(default)]
+    pub mute_alert: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// When a webhook runs.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookType {
+    ConfirmRollout,
+    PreRollout,
+    Rollout,
+    ConfirmTrafficIncrease,
+    ConfirmPromotion,
+    PostRollout,
+    Rollback,
+    Event,
+}
+
+/// Which component judges this canary, and its configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRef {
+    /// `builtin:default` or a component path the controller can read; default `builtin:default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// The policy's own configuration, passed to it as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_any")]
+    pub config: Option<serde_json::Value>,
+}
+
+/// Where a rollout stands.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Initializing,
+    Initialized,
+    Waiting,
+    Progressing,
+    WaitingPromotion,
+    Promoting,
+    Finalising,
+    Succeeded,
+    Failed,
+    Terminating,
+    Terminated,
+}
+
+/// Observed state of a Canary, written by fledge only.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default)]
+    pub failed_checks: i32,
+    #[serde(default)]
+    pub canary_weight: i32,
+    #[serde(default)]
+    pub iterations: i32,
+    /// `configmap/<name>` or `secret/<name>` → content hash, of what the target references.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracked_configs: BTreeMap<String, String>,
+    /// Hash of the target's template (and tracked configs) being rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_spec: Option<String>,
+    /// Hash of what the primary runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promoted_spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// fledge: when the last analysis tick ran, so a restarted controller keeps the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tick_time: Option<Time>,
+    /// fledge: the component judging this canary and its last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyStatus>,
+}
+
+/// The policy behind a canary and what it last decided.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    pub source: String,
+    /// `sha256:<hex>` of the component's bytes.
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
+}

@@ -1,0 +1,20 @@
+//! The `Canary` custom resource (group `fledge.dev`): Flagger's Canary spec, plus the policy that judges it.
+
+mod canary;
+mod schema;
+mod validate;
+
+pub use canary::*;
+pub use validate::{MIN_INTERVAL, SpecError, ValidSpec, validate, validate_with};
+
+use kube::CustomResourceExt;
+
+/// The CRD manifests fledge installs, as one multi-document YAML (what `fledge crds` prints).
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in [Canary::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,256 @@
+//! Checks a Canary spec beyond what the schema can say and applies Flagger's defaults. Pure: an invalid
+//! spec becomes a status condition and fledge changes nothing in the cluster for it.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::canary::{CanaryAnalysis, CanarySpec};
+use crate::policy::BUILTIN_DEFAULT;
+
+/// Flagger's floor for the analysis interval.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Why a Canary spec cannot be acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SpecError {
+    #[error("targetRef.kind {0} is not supported (only Deployment)")]
+    UnsupportedTarget(String),
+    #[error("analysis.interval {0:?} is not a duration like 30s or 1m")]
+    BadInterval(String),
+    #[error("{field} is {value}, outside 0..=100")]
+    WeightOutOfRange { field: &'static str, value: i32 },
+    #[error("analysis.stepWeight 0 with no stepWeights never moves traffic")]
+    StepWeightZero,
+    #[error("analysis.stepWeights must increase strictly, got {0:?}")]
+    StepWeightsNotIncreasing(Vec<i32>),
+    #[error("{field} must not be negative, got {value}")]
+    Negative { field: &'static str, value: i32 },
+}
+
+impl SpecError {
+    /// Bounded label for metrics and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::UnsupportedTarget(_) => "unsupported_target",
+            Self::BadInterval(_) => "bad_interval",
+            Self::WeightOutOfRange { .. } => "weight_out_of_range",
+            Self::StepWeightZero => "step_weight_zero",
+            Self::StepWeightsNotIncreasing(_) => "step_weights_not_increasing",
+            Self::Negative { .. } => "negative_value",
+        }
+    }
+}
+
+/// A Canary spec that passed validation, with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSpec {
+    pub target: String,
+    /// Apex Service name.
+    pub service: String,
+    pub port: i32,
+    pub port_name: String,
+    pub interval: Duration,
+    pub progress_deadline: Duration,
+    /// Failed checks before rollback; Flagger treats <= 0 as 1.
+    pub threshold: u32,
+    pub max_weight: Option<u32>,
+    pub step_weight: Option<u32>,
+    pub step_weights: Vec<u32>,
+    pub step_weight_promotion: Option<u32>,
+    pub iterations: Option<u32>,
+    pub has_match: bool,
+    pub skip_analysis: bool,
+    pub suspend: bool,
+    /// fledge reverts by default (Flagger does not).
+    pub revert_on_deletion: bool,
+    pub policy_source: String,
+    /// The policy's config as JSON text ("{}" when unset).
+    pub policy_config: String,
+}
+
+/// Validates `spec` and applies defaults, with Flagger's 10 s floor on the interval.
+pub fn validate(spec: &CanarySpec) -> Result<ValidSpec, SpecError> {
+    validate_with(spec, MIN_INTERVAL)
+}
+
+/// Like [`validate`], with another floor for the interval (tests and demos run faster than production).
+pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidSpec, SpecError> {
+    if spec.target_ref.kind != "Deployment" {
+        return Err(SpecError::UnsupportedTarget(spec.target_ref.kind.clone()));
+    }
+    let empty = CanaryAnalysis::default();
+    let analysis = spec.analysis.as_ref().unwrap_or(&empty);
+    let percent = |field: &'static str, v: Option<i32>| -> Result<Option<u32>, SpecError> {
+        v.map(|value| {
+            u32::try_from(value)
+                .ok()
+                .filter(|w| *w <= 100)
+                .ok_or(SpecError::WeightOutOfRange { field, value })
+        })
+        .transpose()
+    };
+    let max_weight = percent("analysis.maxWeight", analysis.max_weight)?;
+    let step_weight = percent("analysis.stepWeight", analysis.step_weight)?;
+    let step_weight_promotion = percent("analysis.stepWeightPromotion", analysis.step_weight_promotion)?;
+    let step_weights = analysis
+        .step_weights
+        .iter()
+        .map(|w| percent("analysis.stepWeights", Some(*w)).map(|w| w.unwrap_or_default()))
+        .collect::<Result<Vec<u32>, _>>()?;
+    if step_weights.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(SpecError::StepWeightsNotIncreasing(analysis.step_weights.clone()));
+    }
+    if step_weight == Some(0) && step_weights.is_empty() {
+        return Err(SpecError::StepWeightZero);
+    }
+    let non_negative = |field: &'static str, v: Option<i32>| -> Result<Option<u32>, SpecError> {
+        v.map(|value| u32::try_from(value).map_err(|_| SpecError::Negative { field, value }))
+            .transpose()
+    };
+    let iterations = non_negative("analysis.iterations", analysis.iterations)?;
+    let deadline = non_negative("progressDeadlineSeconds", spec.progress_deadline_seconds)?;
+    let interval = match &analysis.interval {
+        None => DEFAULT_INTERVAL,
+        Some(text) => parse_interval(text)
+            .ok_or_else(|| SpecError::BadInterval(text.clone()))?
+            .max(min_interval),
+    };
+    let policy = analysis.policy.clone().unwrap_or_default();
+    Ok(ValidSpec {
+        target: spec.target_ref.name.clone(),
+        service: spec
+            .service
+            .name
+            .clone()
+            .unwrap_or_else(|| spec.target_ref.name.clone()),
+        port: spec.service.port,
+        port_name: spec.service.port_name.clone().unwrap_or_else(|| "http".into()),
+        interval,
+        progress_deadline: deadline.map_or(DEFAULT_PROGRESS_DEADLINE, |s| Duration::from_secs(s.into())),
+        threshold: analysis
+            .threshold
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(1),
+        max_weight,
+        step_weight,
+        step_weights,
+        step_weight_promotion,
+        iterations: iterations.filter(|n| *n > 0),
+        has_match: analysis.match_.as_ref().is_some_and(|m| !m.is_empty()),
+        skip_analysis: spec.skip_analysis || spec.analysis.is_none(),
+        suspend: spec.suspend,
+        revert_on_deletion: spec.revert_on_deletion.unwrap_or(true),
+        policy_source: policy.component.unwrap_or_else(|| BUILTIN_DEFAULT.to_owned()),
+        policy_config: policy.config.map_or_else(|| "{}".to_owned(), |c| c.to_string()),
+    })
+}
+
+/// `30s` → 30 s, `2m` → 120 s.
+fn parse_interval(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    match unit {
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(analysis: serde_json::Value) -> CanarySpec {
+        serde_json::from_value(serde_json::json!({
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": analysis,
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn flagger_defaults_apply_to_a_minimal_canary() {
+        let v = validate(&spec(serde_json::json!({"stepWeight": 20, "maxWeight": 60}))).expect("valid");
+        assert_eq!(v.service, "podinfo");
+        assert_eq!(v.port_name, "http");
+        assert_eq!(v.interval, Duration::from_secs(60));
+        assert_eq!(v.threshold, 1);
+        assert_eq!(v.progress_deadline, Duration::from_secs(600));
+        assert!(
+            v.revert_on_deletion,
+            "fledge reverts on deletion unless told not to"
+        );
+        assert_eq!(v.policy_source, "builtin:default");
+        assert_eq!(v.policy_config, "{}");
+        assert!(!v.skip_analysis);
+    }
+
+    #[test]
+    fn intervals_below_ten_seconds_are_raised_to_ten() {
+        assert_eq!(
+            validate(&spec(serde_json::json!({"interval": "2s"})))
+                .expect("valid")
+                .interval
+                .as_secs(),
+            10
+        );
+        assert_eq!(
+            validate(&spec(serde_json::json!({"interval": "2m"})))
+                .expect("valid")
+                .interval
+                .as_secs(),
+            120
+        );
+        assert_eq!(
+            validate(&spec(serde_json::json!({"interval": "soon"}))),
+            Err(SpecError::BadInterval("soon".into()))
+        );
+    }
+
+    #[test]
+    fn impossible_weights_are_refused() {
+        assert_eq!(
+            validate(&spec(serde_json::json!({"maxWeight": 150}))),
+            Err(SpecError::WeightOutOfRange {
+                field: "analysis.maxWeight",
+                value: 150
+            })
+        );
+        assert_eq!(
+            validate(&spec(serde_json::json!({"stepWeight": 0}))),
+            Err(SpecError::StepWeightZero)
+        );
+        assert_eq!(
+            validate(&spec(serde_json::json!({"stepWeights": [10, 5]}))),
+            Err(SpecError::StepWeightsNotIncreasing(vec![10, 5]))
+        );
+    }
+
+    #[test]
+    fn a_canary_without_analysis_skips_it() {
+        let mut s = spec(serde_json::json!({}));
+        s.analysis = None;
+        assert!(validate(&s).expect("valid").skip_analysis);
+    }
+
+    #[test]
+    fn threshold_zero_means_one_as_in_flagger() {
+        assert_eq!(
+            validate(&spec(serde_json::json!({"threshold": 0})))
+                .expect("valid")
+                .threshold,
+            1
+        );
+        assert_eq!(
+            validate(&spec(serde_json::json!({"threshold": 5})))
+                .expect("valid")
+                .threshold,
+            5
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! Applies lifecycle actions to the cluster. Every write is a server-side apply under fledge's field
+//! manager (or a scale patch for the user's own target), so repeating an action changes nothing.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+
+use super::observe::Snapshot;
+use super::services::{Role, service};
+use super::workload::primary_deployment;
+use super::{ClusterError, FIELD_MANAGER, primary_name};
+use crate::api::{CanaryService, ValidSpec};
+use crate::lifecycle::Action;
+use crate::router::istio::IstioRouter;
+
+/// Everything needed to act for one canary in one tick.
+pub struct Actor<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+    pub spec: &'a ValidSpec,
+    pub service: &'a CanaryService,
+    pub snapshot: &'a Snapshot,
+    pub owner: OwnerReference,
+}
+
+impl std::fmt::Debug for Actor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor")
+            .field("namespace", &self.namespace)
+            .field("target", &self.spec.target)
+            .finish()
+    }
+}
+
+impl Actor<'_> {
+    fn apply_params() -> PatchParams {
+        PatchParams::apply(FIELD_MANAGER).force()
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), self.namespace)
+    }
+
+    /// Applies one action; events are the controller's to record.
+    pub async fn apply(&self, action: &Action) -> Result<(), ClusterError> {
+        match action {
+            Action::EnsurePrimary => {
+                if self.snapshot.observed.primary.is_none() {
+                    self.write_primary(None).await?;
+                }
+            }
+            Action::PromotePrimary => {
+                let replicas = self.snapshot.observed.primary.map(|p| p.replicas);
+                self.write_primary(replicas).await?;
+            }
+            Action::EnsureServices => self.write_services().await?,
+            Action::Route { primary, canary } => {
+                IstioRouter::new(self.client.clone(), self.namespace)
+                    .route(self.spec, self.service, (*primary, *canary), &self.owner)
+                    .await?;
+            }
+            Action::ScaleTarget { replicas } => {
+                let current = self.snapshot.observed.target.map(|t| t.replicas);
+                if current != Some(*replicas) {
+                    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+                    self.deployments()
+                        .patch_scale(&self.spec.target, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                }
+            }
+            Action::Event { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Copies tracked configs to `-primary` and applies the primary from the target's template.
+    /// `replicas`: keep the primary's (promotion), or take the target's (creation).
+    async fn write_primary(&self, replicas: Option<i32>) -> Result<(), ClusterError> {
+        let (Some(target), Some(label)) = (&self.snapshot.target, &self.snapshot.label) else {
+            return Ok(());
+        };
+        self.copy_configs().await?;
+        let target_replicas = target
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .filter(|r| *r > 0)
+            .unwrap_or(1);
+        let primary = primary_deployment(
+            target,
+            label,
+            &self.snapshot.tracked,
+            replicas.unwrap_or(target_replicas),
+            self.owner.clone(),
+        )?;
+        self.deployments()
+            .patch(
+                &primary_name(&self.spec.target),
+                &Self::apply_params(),
+                &Patch::Apply(&primary),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn copy_configs(&self) -> Result<(), ClusterError> {
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
+        for tracked in &self.snapshot.tracked {
+            match tracked.split_once('/') {
+                Some(("configmap", name)) => {
+                    if let Some(cm) = config_maps.get_opt(name).await? {
+                        let copy = ConfigMap {
+                            metadata: self.copy_meta(name),
+                            data: cm.data,
+                            binary_data: cm.binary_data,
+                            immutable: None,
+                        };
+                        config_maps
+                            .patch(
+                                &format!("{name}-primary"),
+                                &Self::apply_params(),
+                                &Patch::Apply(&copy),
+                            )
+                            .await?;
+                    }
+                }
+                Some(("secret", name)) => {
+                    if let Some(s) = secrets.get_opt(name).await? {
+                        let copy = Secret {
+                            metadata: self.copy_meta(name),
+                            data: s.data,
+                            type_: s.type_,
+                            ..Default::default()
+                        };
+                        secrets
+                            .patch(
+                                &format!("{name}-primary"),
+                                &Self::apply_params(),
+                                &Patch::Apply(&copy),
+                            )
+                            .await?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_meta(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(format!("{name}-primary")),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..Default::default()
+        }
+    }
+
+    async fn write_services(&self) -> Result<(), ClusterError> {
+        let Some(label) = &self.snapshot.label else {
+            return Ok(());
+        };
+        let services: Api<Service> = Api::namespaced(self.client.clone(), self.namespace);
+        for role in [Role::Primary, Role::Canary, Role::Apex] {
+            let apex = if role == Role::Apex {
+                self.snapshot.apex.as_ref().filter(|s| !self.owns(s))
+            } else {
+                None
+            };
+            let svc = service(role, self.spec, self.service, label, &self.owner, apex);
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            services
+                .patch(&name, &Self::apply_params(), &Patch::Apply(&svc))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn owns(&self, svc: &Service) -> bool {
+        svc.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == self.owner.uid)
+    }
+}

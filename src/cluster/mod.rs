@@ -1,0 +1,46 @@
+//! IO that applies the lifecycle's actions: the primary Deployment, Services, scaling, tracked configs.
+//! Builders are pure (`workload`, `services`); `observe` reads the cluster, `act` writes it with server-side
+//! apply under fledge's field manager, so every action is idempotent.
+
+pub mod act;
+pub mod observe;
+pub mod services;
+pub mod workload;
+
+use thiserror::Error;
+
+/// Field manager for every server-side apply fledge makes.
+pub const FIELD_MANAGER: &str = "fledge";
+
+/// Labels tried, in order, to find the target's selector label (Flagger's `-selector-labels`).
+pub const SELECTOR_LABELS: &[&str] = &["app", "name", "app.kubernetes.io/name"];
+
+/// `<target>-primary`.
+pub fn primary_name(target: &str) -> String {
+    format!("{target}-primary")
+}
+
+/// A failure talking to the cluster or a target fledge cannot work with.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error("kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("deployment {0} has no selector label among app, name, app.kubernetes.io/name")]
+    NoSelectorLabel(String),
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+impl ClusterError {
+    /// Bounded label for metrics and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Api(_) => "api",
+            Self::NoSelectorLabel(_) => "no_selector_label",
+            Self::Encode { .. } => "encode",
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Reads what a tick needs from the cluster: the target and primary Deployments, the configs the target
+//! references (content-hashed), the apex Service and the VirtualService's weights.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Client, ResourceExt};
+
+use super::workload::{content_hash, reading, referenced_configs, revision, selector_label};
+use super::{ClusterError, primary_name};
+use crate::api::{CanaryStatus, ValidSpec};
+use crate::lifecycle::Observed;
+use crate::router::istio::{IstioRouter, canary_weight};
+
+/// Annotations that opt a ConfigMap or Secret out of tracking (fledge's and Flagger's).
+const TRACKING_OPT_OUT: &[&str] = &["fledge.dev/config-tracking", "flagger.app/config-tracking"];
+/// Secret types worth tracking (Flagger's list); service-account tokens and the like are not.
+const TRACKED_SECRET_TYPES: &[&str] = &[
+    "Opaque",
+    "kubernetes.io/basic-auth",
+    "kubernetes.io/ssh-auth",
+    "kubernetes.io/tls",
+];
+
+/// The cluster as one tick sees it, plus what acting on it needs.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub observed: Observed,
+    pub target: Option<Deployment>,
+    /// The target's selector label and value.
+    pub label: Option<(String, String)>,
+    /// Tracked configs that exist (`configmap/<n>`, `secret/<n>`).
+    pub tracked: BTreeSet<String>,
+    pub apex: Option<Service>,
+}
+
+/// Reads the cluster for one canary.
+pub async fn observe(
+    client: &Client,
+    namespace: &str,
+    spec: &ValidSpec,
+    status: Option<&CanaryStatus>,
+) -> Result<Snapshot, ClusterError> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Some(target) = deployments.get_opt(&spec.target).await? else {
+        return Ok(Snapshot::default());
+    };
+    let label = selector_label(&target)?;
+    let refs = target
+        .spec
+        .as_ref()
+        .map(|s| referenced_configs(&s.template))
+        .unwrap_or_default();
+    let configs = config_hashes(client, namespace, &refs).await?;
+    let primary = deployments.get_opt(&primary_name(&spec.target)).await?;
+    let router = IstioRouter::new(client.clone(), namespace);
+    let routed = router
+        .virtual_service(&spec.service)
+        .await?
+        .and_then(|vs| canary_weight(&vs, &spec.service));
+    let apex = Api::<Service>::namespaced(client.clone(), namespace)
+        .get_opt(&spec.service)
+        .await?;
+    let since = status.and_then(|s| s.last_transition_time.as_ref()).map(|t| t.0);
+    let seconds_in_phase = since.map_or(0, |t| {
+        u64::try_from(Timestamp::now().duration_since(t).as_secs()).unwrap_or(0)
+    });
+    Ok(Snapshot {
+        observed: Observed {
+            target: Some(reading(&target)),
+            primary: primary.as_ref().map(reading),
+            revision: revision(&target, &configs)?,
+            tracked_configs: configs.clone(),
+            routed_canary_weight: routed,
+            seconds_in_phase,
+        },
+        tracked: configs.into_keys().collect(),
+        label: Some(label),
+        target: Some(target),
+        apex,
+    })
+}
+
+/// Content hashes of the referenced configs that exist and are tracked.
+async fn config_hashes(
+    client: &Client,
+    namespace: &str,
+    refs: &BTreeSet<String>,
+) -> Result<BTreeMap<String, String>, ClusterError> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut hashes = BTreeMap::new();
+    for r in refs {
+        let hash = match r.split_once('/') {
+            Some(("configmap", name)) => match config_maps.get_opt(name).await? {
+                Some(cm) if tracked(&cm) => Some(content_hash(&(&cm.data, &cm.binary_data))?),
+                _ => None,
+            },
+            Some(("secret", name)) => match secrets.get_opt(name).await? {
+                Some(s)
+                    if tracked(&s)
+                        && TRACKED_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("Opaque")) =>
+                {
+                    Some(content_hash(&s.data)?)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(hash) = hash {
+            hashes.insert(r.clone(), hash);
+        }
+    }
+    Ok(hashes)
+}
+
+fn tracked<K: ResourceExt>(obj: &K) -> bool {
+    !TRACKING_OPT_OUT
+        .iter()
+        .any(|a| obj.annotations().get(*a).map(String::as_str) == Some("disabled"))
+}

@@ -1,0 +1,195 @@
+//! Pure builders of the three Services: `<svc>-primary`, `<svc>-canary` (owned by the Canary), and the apex
+//! `<svc>` pointed at the primary's pods. The apex keeps the user's original selector in an annotation the
+//! first time fledge changes it, so deletion can restore it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::api::{CanaryService, ValidSpec};
+
+/// Annotation on the apex Service holding the selector it had before fledge (JSON).
+pub const ORIGINAL_SELECTOR: &str = "fledge.dev/original-selector";
+
+/// Which of the three Services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Apex,
+    Primary,
+    Canary,
+}
+
+/// Builds the Service for `role`. `existing_apex` is the apex as found (for keeping its original selector).
+pub fn service(
+    role: Role,
+    spec: &ValidSpec,
+    svc: &CanaryService,
+    label: &(String, String),
+    owner: &OwnerReference,
+    existing_apex: Option<&Service>,
+) -> Service {
+    let (name, selected, meta) = match role {
+        Role::Apex => (
+            spec.service.clone(),
+            format!("{}-primary", label.1),
+            svc.apex.as_ref(),
+        ),
+        Role::Primary => (
+            format!("{}-primary", spec.service),
+            format!("{}-primary", label.1),
+            svc.primary.as_ref(),
+        ),
+        Role::Canary => (
+            format!("{}-canary", spec.service),
+            label.1.clone(),
+            svc.canary.as_ref(),
+        ),
+    };
+    let meta = meta.cloned().unwrap_or_default();
+    let mut annotations = meta.annotations;
+    let mut labels = meta.labels;
+    let mut owners = vec![owner.clone()];
+    if role == Role::Apex {
+        if let Some(found) = existing_apex {
+            // A user-owned apex: remember its selector once, never own it.
+            owners.clear();
+            let recorded = found
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ORIGINAL_SELECTOR))
+                .cloned();
+            let original = recorded.unwrap_or_else(|| {
+                let selector = found
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.clone())
+                    .unwrap_or_default();
+                serde_json::to_string(&selector).unwrap_or_else(|_| "{}".into())
+            });
+            annotations.insert(ORIGINAL_SELECTOR.to_owned(), original);
+        }
+    }
+    labels.insert(label.0.clone(), name.clone());
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: owner_namespace(existing_apex),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: (!owners.is_empty()).then_some(owners),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(BTreeMap::from([(label.0.clone(), selected)])),
+            ports: Some(vec![ServicePort {
+                name: Some(spec.port_name.clone()),
+                port: spec.port,
+                protocol: Some("TCP".into()),
+                target_port: Some(svc.target_port.clone().unwrap_or(IntOrString::Int(spec.port))),
+                app_protocol: svc.app_protocol.clone(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn owner_namespace(existing: Option<&Service>) -> Option<String> {
+    existing.and_then(|s| s.metadata.namespace.clone())
+}
+
+/// The selector to restore on the apex: what the annotation recorded, else `{label: value}`.
+pub fn original_selector(apex: &Service, label: &(String, String)) -> BTreeMap<String, String> {
+    apex.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ORIGINAL_SELECTOR))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .filter(|m: &BTreeMap<String, String>| !m.is_empty())
+        .unwrap_or_else(|| BTreeMap::from([label.clone()]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CanarySpec, validate};
+
+    fn fixtures() -> (ValidSpec, CanaryService, (String, String), OwnerReference) {
+        let spec: CanarySpec = serde_json::from_value(serde_json::json!({
+            "targetRef": {"kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898, "targetPort": 9898},
+            "analysis": {"stepWeight": 20}
+        }))
+        .expect("spec");
+        let owner = OwnerReference {
+            api_version: "fledge.dev/v1alpha1".into(),
+            kind: "Canary".into(),
+            name: "podinfo".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        (
+            validate(&spec).expect("valid"),
+            spec.service,
+            ("app".into(), "podinfo".into()),
+            owner,
+        )
+    }
+
+    fn selector(s: &Service) -> BTreeMap<String, String> {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn primary_and_apex_select_primary_pods_canary_selects_the_target() {
+        let (spec, svc, label, owner) = fixtures();
+        let sel = |role| selector(&service(role, &spec, &svc, &label, &owner, None));
+        assert_eq!(
+            sel(Role::Apex),
+            BTreeMap::from([("app".into(), "podinfo-primary".into())])
+        );
+        assert_eq!(
+            sel(Role::Primary),
+            BTreeMap::from([("app".into(), "podinfo-primary".into())])
+        );
+        assert_eq!(
+            sel(Role::Canary),
+            BTreeMap::from([("app".into(), "podinfo".into())])
+        );
+        let canary = service(Role::Canary, &spec, &svc, &label, &owner, None);
+        assert_eq!(canary.metadata.name.as_deref(), Some("podinfo-canary"));
+        let port = &canary.spec.expect("spec").ports.expect("ports")[0];
+        assert_eq!((port.name.as_deref(), port.port), (Some("http"), 9898));
+    }
+
+    #[test]
+    fn a_user_apex_keeps_its_original_selector_and_is_not_owned() {
+        let (spec, svc, label, owner) = fixtures();
+        let user: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"selector": {"app": "podinfo"}, "ports": [{"port": 9898}]}
+        }))
+        .expect("svc");
+        let apex = service(Role::Apex, &spec, &svc, &label, &owner, Some(&user));
+        assert_eq!(apex.metadata.owner_references, None);
+        assert_eq!(
+            original_selector(&apex, &label),
+            BTreeMap::from([("app".into(), "podinfo".into())])
+        );
+        // Applied again over an apex that already points at the primary, the recorded original survives.
+        let again = service(Role::Apex, &spec, &svc, &label, &owner, Some(&apex));
+        assert_eq!(
+            original_selector(&again, &label),
+            BTreeMap::from([("app".into(), "podinfo".into())])
+        );
+    }
+}

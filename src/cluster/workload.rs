@@ -1,0 +1,347 @@
+//! Pure builders and readings of Deployments: the primary copy, readiness, the revision hash.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use sha2::{Digest, Sha256};
+
+use super::{ClusterError, SELECTOR_LABELS, primary_name};
+use crate::lifecycle::Workload;
+
+/// The label that selects the target's pods, and its value (`app: podinfo`).
+pub fn selector_label(target: &Deployment) -> Result<(String, String), ClusterError> {
+    let labels = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref());
+    SELECTOR_LABELS
+        .iter()
+        .find_map(|l| {
+            labels
+                .and_then(|m| m.get(*l))
+                .map(|v| ((*l).to_owned(), v.clone()))
+        })
+        .ok_or_else(|| ClusterError::NoSelectorLabel(target.metadata.name.clone().unwrap_or_default()))
+}
+
+/// Rolled out and serving: the controller saw the latest spec, every replica is updated and available and no
+/// old replica is left (Flagger's readiness with a 100 % threshold).
+pub fn reading(d: &Deployment) -> Workload {
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let ready = observed
+        && updated >= replicas
+        && status.replicas.unwrap_or(0) <= updated
+        && status.available_replicas.unwrap_or(0) >= updated;
+    let stalled = status
+        .conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+    Workload {
+        replicas,
+        ready,
+        stalled,
+    }
+}
+
+/// The ConfigMaps and Secrets a pod template references: `configmap/<name>`, `secret/<name>`.
+pub fn referenced_configs(template: &PodTemplateSpec) -> BTreeSet<String> {
+    let mut refs = BTreeSet::new();
+    let Some(spec) = template.spec.as_ref() else {
+        return refs;
+    };
+    for v in spec.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            refs.insert(format!("configmap/{}", cm.name));
+        }
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            refs.insert(format!("secret/{name}"));
+        }
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &source.config_map {
+                refs.insert(format!("configmap/{}", cm.name));
+            }
+            if let Some(s) = &source.secret {
+                refs.insert(format!("secret/{}", s.name));
+            }
+        }
+    }
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        for from in c.env_from.iter().flatten() {
+            if let Some(cm) = &from.config_map_ref {
+                refs.insert(format!("configmap/{}", cm.name));
+            }
+            if let Some(s) = &from.secret_ref {
+                refs.insert(format!("secret/{}", s.name));
+            }
+        }
+        for var in c.env.iter().flatten().filter_map(|e| e.value_from.as_ref()) {
+            if let Some(k) = &var.config_map_key_ref {
+                refs.insert(format!("configmap/{}", k.name));
+            }
+            if let Some(k) = &var.secret_key_ref {
+                refs.insert(format!("secret/{}", k.name));
+            }
+        }
+    }
+    refs
+}
+
+/// A short content hash (16 hex digits of sha256) of any serialisable value; JSON maps are key-sorted, so
+/// equal content always hashes equal.
+pub fn content_hash<T: serde::Serialize>(value: &T) -> Result<String, ClusterError> {
+    let json = serde_json::to_value(value).map_err(|source| ClusterError::Encode {
+        what: "hash input",
+        source,
+    })?;
+    let digest = Sha256::digest(json.to_string().as_bytes());
+    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// The revision a target offers: its pod template plus the content of the configs it references.
+pub fn revision(target: &Deployment, configs: &BTreeMap<String, String>) -> Result<String, ClusterError> {
+    let template = target.spec.as_ref().map(|s| &s.template);
+    content_hash(&(template, configs))
+}
+
+/// The primary's pod template: the target's, with the selector label rewritten to `<value>-primary` and
+/// tracked config references renamed to their `-primary` copies. Nothing random is added, so copying an
+/// unchanged template never rolls the primary.
+pub fn primary_template(
+    target: &Deployment,
+    label: &(String, String),
+    tracked: &BTreeSet<String>,
+) -> Result<PodTemplateSpec, ClusterError> {
+    let mut template = target
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(label.0.clone(), format!("{}-primary", label.1));
+    // Rename references through JSON: every `name` under a configMap/secret reference that we track.
+    let mut json = serde_json::to_value(&template).map_err(|source| ClusterError::Encode {
+        what: "pod template",
+        source,
+    })?;
+    rename_config_refs(&mut json, tracked);
+    serde_json::from_value(json).map_err(|source| ClusterError::Encode {
+        what: "pod template",
+        source,
+    })
+}
+
+fn rename_config_refs(value: &mut serde_json::Value, tracked: &BTreeSet<String>) {
+    const CONFIGMAP_KEYS: &[&str] = &["configMap", "configMapRef", "configMapKeyRef"];
+    const SECRET_KEYS: &[&str] = &["secret", "secretRef", "secretKeyRef"];
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                let kind = if CONFIGMAP_KEYS.contains(&key.as_str()) {
+                    Some(("configmap", "name"))
+                } else if SECRET_KEYS.contains(&key.as_str()) {
+                    // Volumes name secrets `secretName`; references use `name`.
+                    Some(("secret", if key == "secret" { "secretName" } else { "name" }))
+                } else {
+                    None
+                };
+                if let (Some((kind, field)), Some(obj)) = (kind, child.as_object_mut()) {
+                    if let Some(serde_json::Value::String(name)) = obj.get_mut(field) {
+                        if tracked.contains(&format!("{kind}/{name}")) {
+                            *name = format!("{name}-primary");
+                        }
+                    }
+                }
+                rename_config_refs(child, tracked);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| rename_config_refs(i, tracked)),
+        _ => {}
+    }
+}
+
+/// The whole `<target>-primary` Deployment as fledge applies it, owned by the Canary.
+pub fn primary_deployment(
+    target: &Deployment,
+    label: &(String, String),
+    tracked: &BTreeSet<String>,
+    replicas: i32,
+    owner: OwnerReference,
+) -> Result<Deployment, ClusterError> {
+    let spec = target.spec.clone().unwrap_or_default();
+    let name = primary_name(target.metadata.name.as_deref().unwrap_or_default());
+    let mut labels = target.metadata.labels.clone().unwrap_or_default();
+    labels.insert(label.0.clone(), format!("{}-primary", label.1));
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: target.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    label.0.clone(),
+                    format!("{}-primary", label.1),
+                )])),
+                ..Default::default()
+            },
+            template: primary_template(target, label, tracked)?,
+            min_ready_seconds: spec.min_ready_seconds,
+            progress_deadline_seconds: spec.progress_deadline_seconds,
+            revision_history_limit: spec.revision_history_limit,
+            strategy: spec.strategy,
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "podinfo", "namespace": "test", "labels": {"app": "podinfo", "team": "a"}},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {
+                    "metadata": {"labels": {"app": "podinfo"}},
+                    "spec": {
+                        "containers": [{
+                            "name": "podinfod", "image": "stefanprodan/podinfo:3.1.0",
+                            "envFrom": [{"configMapRef": {"name": "podinfo-env"}}],
+                            "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "podinfo-token", "key": "t"}}}]
+                        }],
+                        "volumes": [{"name": "cfg", "configMap": {"name": "podinfo-config"}},
+                                    {"name": "tls", "secret": {"secretName": "podinfo-tls"}}]
+                    }
+                }
+            }
+        }))
+        .expect("deployment")
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "fledge.dev/v1alpha1".into(),
+            kind: "Canary".into(),
+            name: "podinfo".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    #[test]
+    fn finds_the_first_known_selector_label() {
+        assert_eq!(
+            selector_label(&target()).expect("label"),
+            ("app".to_owned(), "podinfo".to_owned())
+        );
+    }
+
+    #[test]
+    fn primary_selects_rewritten_labels_and_uses_primary_config_copies() {
+        let t = target();
+        let tracked = referenced_configs(&t.spec.as_ref().expect("spec").template);
+        assert_eq!(
+            tracked.iter().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "configmap/podinfo-config",
+                "configmap/podinfo-env",
+                "secret/podinfo-tls",
+                "secret/podinfo-token"
+            ]
+        );
+        let label = selector_label(&t).expect("label");
+        let p = primary_deployment(&t, &label, &tracked, 3, owner()).expect("primary");
+        let json = serde_json::to_value(&p).expect("json");
+        assert_eq!(json["metadata"]["name"], "podinfo-primary");
+        assert_eq!(
+            json["spec"]["selector"]["matchLabels"],
+            serde_json::json!({"app": "podinfo-primary"})
+        );
+        assert_eq!(
+            json["spec"]["template"]["metadata"]["labels"]["app"],
+            "podinfo-primary"
+        );
+        let pod = &json["spec"]["template"]["spec"];
+        assert_eq!(pod["volumes"][0]["configMap"]["name"], "podinfo-config-primary");
+        assert_eq!(pod["volumes"][1]["secret"]["secretName"], "podinfo-tls-primary");
+        assert_eq!(
+            pod["containers"][0]["envFrom"][0]["configMapRef"]["name"],
+            "podinfo-env-primary"
+        );
+        assert_eq!(
+            pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            "podinfo-token-primary"
+        );
+        assert_eq!(json["metadata"]["labels"]["team"], "a");
+    }
+
+    #[test]
+    fn copying_the_same_template_twice_gives_the_same_primary() {
+        let t = target();
+        let label = selector_label(&t).expect("label");
+        let a = primary_template(&t, &label, &BTreeSet::new()).expect("a");
+        let b = primary_template(&t, &label, &BTreeSet::new()).expect("b");
+        assert_eq!(
+            a, b,
+            "no random annotation: an unchanged template must not roll the primary"
+        );
+    }
+
+    #[test]
+    fn revision_changes_with_the_image_and_with_config_content() {
+        let t = target();
+        let none = BTreeMap::new();
+        let r1 = revision(&t, &none).expect("r1");
+        assert_eq!(r1, revision(&t, &none).expect("again"));
+        let mut t2 = t.clone();
+        t2.spec
+            .as_mut()
+            .expect("spec")
+            .template
+            .spec
+            .as_mut()
+            .expect("pod")
+            .containers[0]
+            .image = Some("stefanprodan/podinfo:3.1.1".into());
+        assert_ne!(r1, revision(&t2, &none).expect("r2"));
+        let configs = BTreeMap::from([("configmap/podinfo-config".to_owned(), "abc".to_owned())]);
+        assert_ne!(r1, revision(&t, &configs).expect("r3"));
+    }
+
+    #[test]
+    fn readiness_needs_every_replica_updated_and_available() {
+        let mut d = target();
+        d.metadata.generation = Some(2);
+        d.status = serde_json::from_value(serde_json::json!({
+            "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3
+        }))
+        .ok();
+        assert!(reading(&d).ready);
+        d.status.as_mut().expect("status").available_replicas = Some(2);
+        assert!(!reading(&d).ready);
+        d.status.as_mut().expect("status").observed_generation = Some(1);
+        d.status.as_mut().expect("status").available_replicas = Some(3);
+        assert!(!reading(&d).ready, "the controller has not seen the latest spec");
+    }
+}

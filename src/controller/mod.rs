@@ -1,0 +1,129 @@
+//! The controller: watches Canaries, their target Deployments and the configs those reference, and runs
+//! one reconcile per change or per analysis interval — observe → decide → act → record.
+
+mod judge;
+mod reconcile;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::controller::Controller;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+
+pub use reconcile::{Context, ReconcileError};
+
+use crate::api::Canary;
+use crate::cluster::primary_name;
+use crate::policy::PolicyEngine;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Floor for `analysis.interval` (Flagger: 10 s). Lower only for tests and demos.
+    pub min_interval: Duration,
+    /// Namespace to watch; all when `None`.
+    pub namespace: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            min_interval: crate::api::MIN_INTERVAL,
+            namespace: None,
+        }
+    }
+}
+
+/// Runs the controller until the process is stopped.
+pub async fn run(client: Client, engine: PolicyEngine, options: Options) {
+    let api = |client: &Client| -> Api<Canary> {
+        match &options.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    };
+    let (reader, writer) = reflector::store::<Canary>();
+    // Status writes do not change the generation: fledge never wakes itself with them.
+    let canaries = watcher(api(&client), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let ctx = Arc::new(Context::new(client.clone(), engine, options.clone(), reporter()));
+    let (for_deployments, for_configs, for_secrets) = (reader.clone(), reader.clone(), reader.clone());
+    let deployments: Api<Deployment> = namespaced_or_all(&client, options.namespace.as_deref());
+    let config_maps: Api<ConfigMap> = namespaced_or_all(&client, options.namespace.as_deref());
+    let secrets: Api<Secret> = namespaced_or_all(&client, options.namespace.as_deref());
+    Controller::for_stream(canaries, reader)
+        .watches(deployments, watcher::Config::default(), move |d| {
+            canaries_for_deployment(&for_deployments, &d)
+        })
+        .watches(config_maps, watcher::Config::default(), move |c| {
+            canaries_tracking(&for_configs, "configmap", &c)
+        })
+        .watches(secrets, watcher::Config::default(), move |s| {
+            canaries_tracking(&for_secrets, "secret", &s)
+        })
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("reconcile: {e}");
+            }
+        })
+        .await;
+}
+
+fn namespaced_or_all<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn reporter() -> Reporter {
+    Reporter {
+        controller: "fledge".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+/// Canaries whose target or primary is this Deployment: `kubectl set image` wakes its canary at once.
+fn canaries_for_deployment(store: &Store<Canary>, d: &Deployment) -> Vec<ObjectRef<Canary>> {
+    let (ns, name) = (d.namespace(), d.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| c.spec.target_ref.name == name || primary_name(&c.spec.target_ref.name) == name)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Canaries tracking this ConfigMap or Secret.
+fn canaries_tracking<K: ResourceExt>(store: &Store<Canary>, kind: &str, obj: &K) -> Vec<ObjectRef<Canary>> {
+    let key = format!("{kind}/{}", obj.name_any());
+    let ns = obj.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.tracked_configs.contains_key(&key))
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}

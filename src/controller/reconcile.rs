@@ -1,0 +1,279 @@
+//! One reconcile of one Canary: observe → decide → act → record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use thiserror::Error;
+
+use super::Options;
+use super::judge::PolicyJudge;
+use super::status::{condition, set_condition, state_of, with_state};
+use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, validate_with};
+use crate::cluster::act::Actor;
+use crate::cluster::observe::{Snapshot, observe};
+use crate::cluster::{ClusterError, FIELD_MANAGER};
+use crate::lifecycle::{Action, CanaryId, EventKind, State, tick};
+use crate::policy::{Grants, PolicyComponent, PolicyEngine, PolicyError, read_source};
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    engine: PolicyEngine,
+    options: Options,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, engine: PolicyEngine, options: Options, reporter: Reporter) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            engine,
+            options,
+        }
+    }
+
+    fn load_policy(&self, source: &str) -> Result<Arc<PolicyComponent>, PolicyError> {
+        let bytes = read_source(source)?;
+        // Metrics queries need a provider; until one is configured the capability is not granted.
+        self.engine.load(source, &bytes, Grants { metrics: false })
+    }
+}
+
+/// Why a reconcile failed; it is retried with backoff.
+#[derive(Debug, Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("canary has no namespace")]
+    NoNamespace,
+    #[error("policy task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl ReconcileError {
+    /// Bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Cluster(e) => e.category(),
+            Self::Api(_) => "api",
+            Self::NoNamespace => "no_namespace",
+            Self::Join(_) => "policy_task",
+        }
+    }
+}
+
+/// Backs off on errors: quick first, never a fixed long sleep.
+pub fn error_policy(canary: Arc<Canary>, err: &ReconcileError, _: Arc<Context>) -> Requeue {
+    tracing::warn!(canary = %canary.name_any(), category = err.category(), "reconcile failed: {err}");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+#[tracing::instrument(skip_all, fields(canary = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
+pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
+    let namespace = cached.namespace().ok_or(ReconcileError::NoNamespace)?;
+    // The cache may lag our own last status write; a stale status would repeat a step. Read it fresh.
+    let Some(canary) = Api::<Canary>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&cached.name_any())
+        .await?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    let id = CanaryId {
+        name: canary.name_any(),
+        namespace: namespace.clone(),
+    };
+    let status = canary.status.as_ref();
+    let generation = canary.meta().generation;
+
+    let spec = match validate_with(&canary.spec, ctx.options.min_interval) {
+        Ok(spec) => spec,
+        Err(e) => {
+            // Nothing is touched for an invalid spec; it waits for the user to change it.
+            let mut s = status.cloned().unwrap_or_default();
+            set_condition(
+                &mut s,
+                condition("Ready", "False", "InvalidSpec", &e.to_string(), generation),
+            );
+            s.observed_generation = generation;
+            publish(&ctx, &canary, EventKind::Warning, "InvalidSpec", e.to_string()).await;
+            write_status(&ctx, &canary, status, s).await?;
+            return Ok(Requeue::await_change());
+        }
+    };
+    let policy = match ctx.load_policy(&spec.policy_source) {
+        Ok(policy) => policy,
+        Err(e) => {
+            let mut s = status.cloned().unwrap_or_default();
+            set_condition(
+                &mut s,
+                condition("Ready", "False", "PolicyUnavailable", &e.to_string(), generation),
+            );
+            publish(&ctx, &canary, EventKind::Warning, "PolicyError", e.to_string()).await;
+            write_status(&ctx, &canary, status, s).await?;
+            return Ok(Requeue::requeue(spec.interval));
+        }
+    };
+
+    let snapshot = observe(&ctx.client, &namespace, &spec, status).await?;
+    let state = state_of(status);
+    if let Some(wait) = not_due(&spec, &state, status, &snapshot) {
+        return Ok(Requeue::requeue(wait));
+    }
+
+    let decided = {
+        let (id, spec, state, observed) =
+            (id.clone(), spec.clone(), state.clone(), snapshot.observed.clone());
+        let mut judge = PolicyJudge {
+            policy: policy.clone(),
+        };
+        // Policy calls are synchronous and bounded by their deadline: keep them off the async workers.
+        tokio::task::spawn_blocking(move || tick(&id, &spec, &state, &observed, &mut judge)).await?
+    };
+
+    let actor = Actor {
+        client: &ctx.client,
+        namespace: &namespace,
+        spec: &spec,
+        service: &canary.spec.service,
+        snapshot: &snapshot,
+        owner: owner_reference(&canary),
+    };
+    for action in &decided.actions {
+        match action {
+            Action::Event {
+                kind,
+                reason,
+                message,
+            } => publish(&ctx, &canary, *kind, reason, message.clone()).await,
+            other => actor.apply(other).await?,
+        }
+    }
+
+    let mut next = with_state(status, &decided.state, generation);
+    next.last_tick_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    next.policy = Some(PolicyStatus {
+        source: spec.policy_source.clone(),
+        digest: format!("sha256:{}", policy.digest()),
+        last_decision: decided.decision.clone().or_else(|| {
+            status
+                .and_then(|s| s.policy.clone())
+                .and_then(|p| p.last_decision)
+        }),
+    });
+    let ready = if snapshot.target.is_some() {
+        condition("Ready", "True", "Reconciled", "", generation)
+    } else {
+        condition(
+            "Ready",
+            "False",
+            "TargetNotFound",
+            &format!("deployment {} not found", spec.target),
+            generation,
+        )
+    };
+    set_condition(&mut next, ready);
+    write_status(&ctx, &canary, status, next).await?;
+    Ok(decided
+        .requeue
+        .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// While a rollout is in flight, analysis runs once per interval however many events arrive; a new revision
+/// mid-analysis is acted on at once. Returns how long to wait when it is not yet time.
+fn not_due(
+    spec: &ValidSpec,
+    state: &State,
+    status: Option<&CanaryStatus>,
+    snapshot: &Snapshot,
+) -> Option<Duration> {
+    let in_flight = matches!(
+        state.phase,
+        Some(
+            Phase::Progressing
+                | Phase::WaitingPromotion
+                | Phase::Promoting
+                | Phase::Finalising
+                | Phase::Waiting
+        )
+    );
+    if !in_flight {
+        return None;
+    }
+    let restarted = matches!(state.phase, Some(Phase::Progressing | Phase::WaitingPromotion))
+        && Some(&snapshot.observed.revision) != state.last_applied.as_ref();
+    if restarted {
+        return None;
+    }
+    let last = status.and_then(|s| s.last_tick_time.as_ref())?.0;
+    let elapsed = Duration::try_from(Timestamp::now().duration_since(last)).unwrap_or_default();
+    spec.interval
+        .checked_sub(elapsed)
+        .filter(|left| *left > Duration::from_millis(50))
+}
+
+fn owner_reference(canary: &Canary) -> OwnerReference {
+    // A Canary read from the API always has a name and uid.
+    canary.controller_owner_ref(&()).unwrap_or_default()
+}
+
+/// Writes the status when it changed, by server-side apply of the status subresource.
+async fn write_status(
+    ctx: &Context,
+    canary: &Canary,
+    old: Option<&CanaryStatus>,
+    new: CanaryStatus,
+) -> Result<(), ReconcileError> {
+    if old == Some(&new) {
+        return Ok(());
+    }
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": Canary::api_version(&()),
+        "kind": Canary::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &canary.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records an event on the Canary; a failure to record is logged, never fatal.
+async fn publish(ctx: &Context, canary: &Canary, kind: EventKind, reason: &str, message: String) {
+    tracing::info!(kind = ?kind, reason, "{message}");
+    let event = Event {
+        type_: match kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: reason.to_owned(),
+        note: Some(message),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &canary.object_ref(&())).await {
+        tracing::warn!("cannot record event: {e}");
+    }
+}

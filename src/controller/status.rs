@@ -1,0 +1,90 @@
+//! Between the Canary's status and the lifecycle's state, and the conditions fledge reports.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{CanaryStatus, Phase};
+use crate::lifecycle::State;
+
+/// The lifecycle's view of a status.
+pub fn state_of(status: Option<&CanaryStatus>) -> State {
+    let Some(s) = status else { return State::default() };
+    let count = |v: i32| u32::try_from(v).unwrap_or(0);
+    State {
+        phase: s.phase,
+        canary_weight: count(s.canary_weight),
+        iterations: count(s.iterations),
+        failed_checks: count(s.failed_checks),
+        last_applied: s.last_applied_spec.clone(),
+        last_promoted: s.last_promoted_spec.clone(),
+        tracked_configs: s.tracked_configs.clone(),
+    }
+}
+
+/// Writes `state` into a copy of `old`, stamping transition times when the phase changes.
+pub fn with_state(old: Option<&CanaryStatus>, state: &State, generation: Option<i64>) -> CanaryStatus {
+    let mut s = old.cloned().unwrap_or_default();
+    let count = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let now = Time(Timestamp::now());
+    if s.phase != state.phase || s.last_transition_time.is_none() {
+        s.last_transition_time = Some(now.clone());
+    }
+    s.phase = state.phase;
+    s.canary_weight = count(state.canary_weight);
+    s.iterations = count(state.iterations);
+    s.failed_checks = count(state.failed_checks);
+    s.last_applied_spec = state.last_applied.clone();
+    s.last_promoted_spec = state.last_promoted.clone();
+    s.tracked_configs = state.tracked_configs.clone();
+    s.observed_generation = generation;
+    if let Some(phase) = state.phase {
+        set_condition(&mut s, promoted_condition(phase, generation));
+    }
+    s
+}
+
+/// Flagger's `Promoted` condition: True when Initialized/Succeeded, False when Failed, Unknown otherwise.
+fn promoted_condition(phase: Phase, generation: Option<i64>) -> Condition {
+    let status = match phase {
+        Phase::Initialized | Phase::Succeeded => "True",
+        Phase::Failed => "False",
+        _ => "Unknown",
+    };
+    let message = match phase {
+        Phase::Initialized => "Deployment initialization completed.",
+        Phase::Succeeded => "Canary analysis completed successfully, promotion finished.",
+        Phase::Failed => "Canary analysis failed, Deployment scaled to zero.",
+        _ => "New revision detected, progressing canary analysis.",
+    };
+    condition("Promoted", status, &format!("{phase:?}"), message, generation)
+}
+
+/// A condition stamped now.
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// Replaces the condition of the same type, keeping its transition time when its status did not change.
+pub fn set_condition(status: &mut CanaryStatus, mut new: Condition) {
+    if let Some(old) = status.conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        if old.status == new.status {
+            new.last_transition_time = old.last_transition_time.clone();
+        }
+        *old = new;
+    } else {
+        status.conditions.push(new);
+    }
+}

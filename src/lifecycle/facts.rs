@@ -1,0 +1,31 @@
+//! What the controller observed in the cluster, reduced to the facts a decision needs.
+
+use std::collections::BTreeMap;
+
+/// A Deployment's replica count and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Workload {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// Rolled out: every replica updated and available, no old ones left.
+    pub ready: bool,
+    /// The Deployment reports `ProgressDeadlineExceeded`.
+    pub stalled: bool,
+}
+
+/// The cluster as one tick sees it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    /// The target Deployment; `None` when it does not exist.
+    pub target: Option<Workload>,
+    /// `<target>-primary`; `None` until fledge creates it.
+    pub primary: Option<Workload>,
+    /// Hash of the target's pod template and the configs it references: the revision being offered.
+    pub revision: String,
+    /// `configmap/<name>` / `secret/<name>` → content hash, of what the target references.
+    pub tracked_configs: BTreeMap<String, String>,
+    /// The canary's weight in the VirtualService (the source of truth), if the route exists.
+    pub routed_canary_weight: Option<u32>,
+    /// Seconds since the canary entered its current phase (for the progress deadline).
+    pub seconds_in_phase: u64,
+}

@@ -1,0 +1,469 @@
+//! Table tests of the lifecycle: Flagger's semantics, case by case, with a scripted judge.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::api::{CanarySpec, Phase, ValidSpec, validate};
+use crate::policy::PolicyError;
+use crate::policy::types::{GateDecision, GateKind, Phase as PolicyPhase, Rollout, StepDecision, Verdict};
+
+/// Steps like the default policy (stepWeight 20 to maxWeight, threshold rollback); analysis and gates follow
+/// the queues, passing/opening when they are empty.
+#[derive(Default)]
+struct Script {
+    analyses: VecDeque<Result<Verdict, PolicyError>>,
+    gates: VecDeque<GateDecision>,
+    asked_gates: Vec<GateKind>,
+}
+
+impl Judge for Script {
+    fn step(&mut self, r: &Rollout) -> Result<StepDecision, PolicyError> {
+        if r.phase == PolicyPhase::Promoting {
+            return Ok(StepDecision::SetWeight { weight: 0 });
+        }
+        if r.failed_checks >= r.analysis.threshold.max(1) {
+            return Ok(StepDecision::Rollback {
+                reason: format!("failed checks threshold reached {}", r.failed_checks),
+            });
+        }
+        let max = r.analysis.max_weight.unwrap_or(100);
+        if r.canary_weight >= max {
+            return Ok(StepDecision::Promote);
+        }
+        Ok(StepDecision::SetWeight {
+            weight: (r.canary_weight + r.analysis.step_weight.unwrap_or(20)).min(100),
+        })
+    }
+
+    fn gate(&mut self, _: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError> {
+        self.asked_gates.push(kind);
+        Ok(self.gates.pop_front().unwrap_or(GateDecision::Open))
+    }
+
+    fn analyse(&mut self, _: &Rollout) -> Result<(Verdict, String), PolicyError> {
+        self.analyses
+            .pop_front()
+            .unwrap_or(Ok(Verdict::Pass))
+            .map(|v| (v, "request-success-rate 90 < 99".into()))
+    }
+}
+
+fn spec(analysis: serde_json::Value) -> ValidSpec {
+    let spec: CanarySpec = serde_json::from_value(serde_json::json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+        "service": {"port": 9898},
+        "analysis": analysis,
+    }))
+    .expect("spec");
+    validate(&spec).expect("valid")
+}
+
+fn seed_spec() -> ValidSpec {
+    spec(serde_json::json!({"interval": "15s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}))
+}
+
+fn id() -> CanaryId {
+    CanaryId {
+        name: "podinfo".into(),
+        namespace: "test".into(),
+    }
+}
+
+fn ready(replicas: i32) -> Option<Workload> {
+    Some(Workload {
+        replicas,
+        ready: true,
+        stalled: false,
+    })
+}
+
+/// Target and primary both ready at 2 replicas, revision `rev`.
+fn observed(rev: &str) -> Observed {
+    Observed {
+        target: ready(2),
+        primary: ready(2),
+        revision: rev.into(),
+        ..Default::default()
+    }
+}
+
+fn initialized(rev: &str) -> State {
+    State {
+        phase: Some(Phase::Initialized),
+        last_applied: Some(rev.into()),
+        last_promoted: Some(rev.into()),
+        ..Default::default()
+    }
+}
+
+fn events(t: &Tick) -> Vec<&str> {
+    t.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn route(t: &Tick) -> Option<(u32, u32)> {
+    t.actions.iter().find_map(|a| match a {
+        Action::Route { primary, canary } => Some((*primary, *canary)),
+        _ => None,
+    })
+}
+
+fn has(t: &Tick, action: &Action) -> bool {
+    t.actions.contains(action)
+}
+
+#[test]
+fn initialising_waits_for_a_ready_primary_before_moving_the_apex_service() {
+    let mut obs = observed("r1");
+    obs.primary = None;
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &State::default(),
+        &obs,
+        &mut Script::default(),
+    );
+    assert_eq!(t.state.phase, Some(Phase::Initializing));
+    assert_eq!(t.actions, [Action::EnsurePrimary]);
+
+    obs.primary = ready(2);
+    let t = tick(&id(), &seed_spec(), &t.state, &obs, &mut Script::default());
+    assert_eq!(t.state.phase, Some(Phase::Initialized));
+    assert!(has(&t, &Action::EnsureServices));
+    assert_eq!(route(&t), Some((100, 0)));
+    assert!(has(&t, &Action::ScaleTarget { replicas: 0 }));
+    assert_eq!(t.state.last_applied.as_deref(), Some("r1"));
+    assert_eq!(t.state.last_promoted.as_deref(), Some("r1"));
+    assert_eq!(events(&t), ["Initialization done! podinfo.test"]);
+    assert_eq!(
+        t.requeue, None,
+        "an initialized canary waits for a change, not a timer"
+    );
+}
+
+#[test]
+fn seed_story_advances_20_40_60_then_promotes_and_finalises() {
+    let spec = seed_spec();
+    let mut judge = Script::default();
+    // New revision: scale the target up to the primary's replicas.
+    let t = tick(&id(), &spec, &initialized("r1"), &observed("r2"), &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Progressing));
+    assert!(has(&t, &Action::ScaleTarget { replicas: 2 }));
+    assert_eq!(events(&t), ["New revision detected! Scaling up podinfo.test"]);
+    assert_eq!(t.requeue, Some(spec.interval));
+
+    let mut state = t.state;
+    let mut weights = Vec::new();
+    let mut all_events = Vec::new();
+    for _ in 0..10 {
+        let t = tick(&id(), &spec, &state, &observed("r2"), &mut judge);
+        all_events.extend(events(&t).into_iter().map(str::to_owned));
+        weights.push(route(&t).expect("every progressing tick routes").1);
+        state = t.state.clone();
+        if state.phase == Some(Phase::Promoting) {
+            assert!(has(&t, &Action::PromotePrimary));
+            break;
+        }
+    }
+    assert_eq!(weights, [20, 40, 60, 60]);
+    assert_eq!(
+        all_events,
+        [
+            "Starting canary analysis for podinfo.test",
+            "Advance podinfo.test canary weight 20",
+            "Advance podinfo.test canary weight 40",
+            "Advance podinfo.test canary weight 60",
+            "Copying podinfo.test template spec to podinfo-primary.test",
+        ]
+    );
+    assert_eq!(
+        judge
+            .asked_gates
+            .iter()
+            .filter(|g| **g == GateKind::ConfirmPromotion)
+            .count(),
+        1
+    );
+
+    // Promoting: wait for the primary's rollout, then all traffic back to it.
+    let mut obs = observed("r2");
+    obs.primary = Some(Workload {
+        replicas: 2,
+        ready: false,
+        stalled: false,
+    });
+    let t = tick(&id(), &spec, &state, &obs, &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Promoting));
+    assert_eq!(
+        route(&t),
+        Some((40, 60)),
+        "traffic stays while the primary rolls out"
+    );
+    let t = tick(&id(), &spec, &t.state, &observed("r2"), &mut judge);
+    assert_eq!(
+        (t.state.phase, route(&t)),
+        (Some(Phase::Finalising), Some((100, 0)))
+    );
+    let t = tick(&id(), &spec, &t.state, &observed("r2"), &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Succeeded));
+    assert!(has(&t, &Action::ScaleTarget { replicas: 0 }));
+    assert_eq!(t.state.last_promoted.as_deref(), Some("r2"));
+    assert_eq!(events(&t), ["Promotion completed! Scaling down podinfo.test"]);
+
+    // Nothing new: idle, routing kept at 100/0.
+    let t = tick(&id(), &spec, &t.state, &observed("r2"), &mut judge);
+    assert_eq!(
+        (t.state.phase, route(&t), t.requeue),
+        (Some(Phase::Succeeded), Some((100, 0)), None)
+    );
+}
+
+fn progressing_at(weight: u32, rev: &str) -> State {
+    State {
+        phase: Some(Phase::Progressing),
+        canary_weight: weight,
+        last_applied: Some(rev.into()),
+        last_promoted: Some("r1".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn failed_checks_reaching_the_threshold_roll_back_and_the_same_revision_is_not_retried() {
+    let spec = seed_spec();
+    let mut judge = Script {
+        analyses: VecDeque::from([Ok(Verdict::Fail), Ok(Verdict::Fail)]),
+        ..Default::default()
+    };
+    let mut state = progressing_at(20, "r2");
+    for failed in 1..=2 {
+        let t = tick(&id(), &spec, &state, &observed("r2"), &mut judge);
+        assert_eq!(t.state.failed_checks, failed);
+        assert_eq!(route(&t), Some((80, 20)), "a failed check does not move traffic");
+        state = t.state;
+    }
+    // The tick after the Nth failure rolls back (Flagger's order).
+    let t = tick(&id(), &spec, &state, &observed("r2"), &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Failed));
+    assert_eq!(route(&t), Some((100, 0)));
+    assert!(has(&t, &Action::ScaleTarget { replicas: 0 }));
+    assert_eq!(
+        events(&t),
+        [
+            "Rolling back podinfo.test failed checks threshold reached 2",
+            "Canary failed! Scaling down podinfo.test"
+        ]
+    );
+    // Same revision: nothing happens.
+    let again = tick(&id(), &spec, &t.state, &observed("r2"), &mut judge);
+    assert_eq!(again.state.phase, Some(Phase::Failed));
+    assert!(
+        !again
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleTarget { .. }))
+    );
+    // A newer revision is tried.
+    let next = tick(&id(), &spec, &t.state, &observed("r3"), &mut judge);
+    assert_eq!(next.state.phase, Some(Phase::Progressing));
+    assert_eq!(next.state.failed_checks, 0);
+}
+
+#[test]
+fn a_new_revision_mid_analysis_restarts_it_at_weight_0() {
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &progressing_at(40, "r2"),
+        &observed("r3"),
+        &mut Script::default(),
+    );
+    assert_eq!(t.state.phase, Some(Phase::Progressing));
+    assert_eq!((t.state.canary_weight, route(&t)), (0, Some((100, 0))));
+    assert_eq!(t.state.last_applied.as_deref(), Some("r3"));
+    assert_eq!(
+        events(&t),
+        ["New revision detected! Restarting analysis podinfo.test"]
+    );
+}
+
+#[test]
+fn a_canary_that_is_not_ready_is_not_a_failed_check_until_its_deadline() {
+    let spec = seed_spec();
+    let mut obs = observed("r2");
+    obs.target = Some(Workload {
+        replicas: 2,
+        ready: false,
+        stalled: false,
+    });
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(20, "r2"),
+        &obs,
+        &mut Script::default(),
+    );
+    assert_eq!(
+        (t.state.phase, t.state.failed_checks),
+        (Some(Phase::Progressing), 0)
+    );
+    obs.seconds_in_phase = 601;
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(20, "r2"),
+        &obs,
+        &mut Script::default(),
+    );
+    assert_eq!(t.state.phase, Some(Phase::Failed));
+    assert!(events(&t)[0].contains("progress deadline exceeded"));
+}
+
+#[test]
+fn a_closed_confirm_rollout_gate_waits_without_scaling_up() {
+    let mut judge = Script {
+        gates: VecDeque::from([GateDecision::Closed {
+            reason: "waiting for approval".into(),
+        }]),
+        ..Default::default()
+    };
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &initialized("r1"),
+        &observed("r2"),
+        &mut judge,
+    );
+    assert_eq!(t.state.phase, Some(Phase::Waiting));
+    assert!(!t.actions.iter().any(|a| matches!(a, Action::ScaleTarget { .. })));
+    assert_eq!(events(&t), ["waiting for approval"]);
+    let t = tick(&id(), &seed_spec(), &t.state, &observed("r2"), &mut judge);
+    assert_eq!(
+        t.state.phase,
+        Some(Phase::Progressing),
+        "the gate opened on the next tick"
+    );
+}
+
+#[test]
+fn a_closed_promotion_gate_holds_in_waiting_promotion() {
+    let mut judge = Script {
+        gates: VecDeque::from([GateDecision::Closed {
+            reason: "not yet".into(),
+        }]),
+        ..Default::default()
+    };
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &progressing_at(60, "r2"),
+        &observed("r2"),
+        &mut judge,
+    );
+    assert_eq!(t.state.phase, Some(Phase::WaitingPromotion));
+    assert!(!has(&t, &Action::PromotePrimary));
+    let t = tick(&id(), &seed_spec(), &t.state, &observed("r2"), &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Promoting));
+}
+
+#[test]
+fn a_failing_policy_counts_a_failed_check_and_says_why() {
+    let mut judge = Script {
+        analyses: VecDeque::from([Err(PolicyError::Trap {
+            message: "unreachable".into(),
+        })]),
+        ..Default::default()
+    };
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &progressing_at(20, "r2"),
+        &observed("r2"),
+        &mut judge,
+    );
+    assert_eq!(t.state.failed_checks, 1);
+    assert!(t.actions.iter().any(|a| matches!(
+        a,
+        Action::Event {
+            kind: EventKind::Warning,
+            reason: "PolicyError",
+            ..
+        }
+    )));
+    assert_eq!(t.decision.as_deref(), Some("analysis error: trap"));
+}
+
+#[test]
+fn a_suspended_canary_changes_nothing() {
+    let mut spec = seed_spec();
+    spec.suspend = true;
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(20, "r2"),
+        &observed("r3"),
+        &mut Script::default(),
+    );
+    assert!(t.actions.iter().all(|a| matches!(a, Action::Event { .. })));
+    assert_eq!(t.state, progressing_at(20, "r2"));
+}
+
+#[test]
+fn a_missing_target_changes_nothing() {
+    let mut obs = observed("r1");
+    obs.target = None;
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &State::default(),
+        &obs,
+        &mut Script::default(),
+    );
+    assert!(t.actions.iter().all(|a| matches!(
+        a,
+        Action::Event {
+            kind: EventKind::Warning,
+            ..
+        }
+    )));
+    assert_eq!(t.state, State::default());
+}
+
+#[test]
+fn skip_analysis_promotes_a_new_revision_straight_away() {
+    let mut spec = seed_spec();
+    spec.skip_analysis = true;
+    let t = tick(
+        &id(),
+        &spec,
+        &initialized("r1"),
+        &observed("r2"),
+        &mut Script::default(),
+    );
+    let t = tick(&id(), &spec, &t.state, &observed("r2"), &mut Script::default());
+    assert_eq!(t.state.phase, Some(Phase::Succeeded));
+    assert!(has(&t, &Action::PromotePrimary));
+    assert_eq!(
+        (route(&t), t.state.last_promoted.as_deref()),
+        (Some((100, 0)), Some("r2"))
+    );
+}
+
+#[test]
+fn the_weight_in_the_virtual_service_is_the_source_of_truth() {
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(40);
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &progressing_at(20, "r2"),
+        &obs,
+        &mut Script::default(),
+    );
+    assert_eq!(t.state.canary_weight, 60);
+}

@@ -1,0 +1,517 @@
+//! One analysis tick: (spec, state, observed, judge) → next state + actions.
+
+use std::time::Duration;
+
+use crate::api::{Phase, ValidSpec};
+use crate::policy::PolicyError;
+use crate::policy::types::{
+    AnalysisSettings, GateDecision, GateKind, Phase as PolicyPhase, Rollout, StepDecision, Verdict,
+};
+
+use super::facts::Observed;
+
+/// Answers a tick's judgement calls; the controller backs it with the policy component (plus metrics and
+/// webhooks), tests with a script.
+pub trait Judge {
+    fn step(&mut self, rollout: &Rollout) -> Result<StepDecision, PolicyError>;
+    fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError>;
+    /// The analysis verdict with a one-line explanation of what failed.
+    fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError>;
+}
+
+/// The part of a Canary's status the lifecycle owns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct State {
+    pub phase: Option<Phase>,
+    pub canary_weight: u32,
+    pub iterations: u32,
+    pub failed_checks: u32,
+    pub last_applied: Option<String>,
+    pub last_promoted: Option<String>,
+    pub tracked_configs: std::collections::BTreeMap<String, String>,
+}
+
+/// A Kubernetes event's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
+
+/// A cluster change for `cluster`/`router` to apply, idempotently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create `<target>-primary` (and `-primary` copies of tracked configs) if missing; never touches an
+    /// existing primary's template.
+    EnsurePrimary,
+    /// Copy the target's template and tracked configs into the primary.
+    PromotePrimary,
+    /// Services `<svc>-primary`, `<svc>-canary`, and the apex `<svc>` selecting the primary's pods.
+    EnsureServices,
+    /// DestinationRules and the VirtualService with these weights (summing to 100).
+    Route { primary: u32, canary: u32 },
+    /// Set the target's replicas.
+    ScaleTarget { replicas: i32 },
+    /// Record a Kubernetes event on the Canary.
+    Event {
+        kind: EventKind,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The outcome of one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    pub state: State,
+    pub actions: Vec<Action>,
+    /// When to look again without a cluster change; `None` when idle.
+    pub requeue: Option<Duration>,
+    /// The last policy decision, for the status.
+    pub decision: Option<String>,
+}
+
+/// Identity of the canary, for event texts (`podinfo.test`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryId {
+    pub name: String,
+    pub namespace: String,
+}
+
+impl std::fmt::Display for CanaryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.name, self.namespace)
+    }
+}
+
+/// How long to wait for the primary while initialising (its own watch usually wakes us first).
+const INIT_POLL: Duration = Duration::from_secs(5);
+
+/// Decides one tick.
+pub fn tick(id: &CanaryId, spec: &ValidSpec, state: &State, obs: &Observed, judge: &mut dyn Judge) -> Tick {
+    let mut t = Ticker {
+        id,
+        spec,
+        obs,
+        judge,
+        out: Tick::idle(state.clone()),
+    };
+    t.run();
+    t.out
+}
+
+impl Tick {
+    fn idle(state: State) -> Self {
+        Self {
+            state,
+            actions: Vec::new(),
+            requeue: None,
+            decision: None,
+        }
+    }
+}
+
+struct Ticker<'a> {
+    id: &'a CanaryId,
+    spec: &'a ValidSpec,
+    obs: &'a Observed,
+    judge: &'a mut dyn Judge,
+    out: Tick,
+}
+
+impl Ticker<'_> {
+    fn run(&mut self) {
+        if self.spec.suspend {
+            self.event(
+                EventKind::Normal,
+                format!("Halt advancement {} canary is suspended", self.id),
+            );
+            return;
+        }
+        if self.obs.target.is_none() {
+            let target = format!("{}.{}", self.spec.target, self.id.namespace);
+            self.event(
+                EventKind::Warning,
+                format!("Halt advancement: deployment {target} not found"),
+            );
+            self.out.requeue = Some(self.spec.interval);
+            return;
+        }
+        match self.out.state.phase {
+            None | Some(Phase::Initializing) => self.initialise(),
+            Some(Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting) => self.idle(),
+            Some(Phase::Progressing | Phase::WaitingPromotion) => self.progress(),
+            Some(Phase::Promoting) => self.promote(),
+            Some(Phase::Finalising) => self.finalise(),
+            // Deletion is handled by the finalizer, not by ticks.
+            Some(Phase::Terminating | Phase::Terminated) => {}
+        }
+    }
+
+    fn initialise(&mut self) {
+        self.act(Action::EnsurePrimary);
+        let ready = self.obs.primary.is_some_and(|p| p.ready);
+        if !ready {
+            // The apex Service must not move to the primary before it can serve.
+            self.out.state.phase = Some(Phase::Initializing);
+            self.out.requeue = Some(INIT_POLL);
+            return;
+        }
+        self.act(Action::EnsureServices);
+        self.route(0);
+        self.act(Action::ScaleTarget { replicas: 0 });
+        let s = &mut self.out.state;
+        s.phase = Some(Phase::Initialized);
+        s.last_applied = Some(self.obs.revision.clone());
+        s.last_promoted = Some(self.obs.revision.clone());
+        s.tracked_configs = self.obs.tracked_configs.clone();
+        self.event(EventKind::Normal, format!("Initialization done! {}", self.id));
+    }
+
+    fn new_revision(&self) -> bool {
+        let s = &self.out.state;
+        let r = Some(&self.obs.revision);
+        r != s.last_applied.as_ref() && r != s.last_promoted.as_ref()
+    }
+
+    fn idle(&mut self) {
+        self.ensure_routing(0);
+        if !self.new_revision() {
+            if self.out.state.phase == Some(Phase::Waiting) {
+                // The change that made us wait is gone.
+                self.out.state.phase = Some(Phase::Succeeded);
+            }
+            return;
+        }
+        self.out.requeue = Some(self.spec.interval);
+        if !self.gate_open(GateKind::ConfirmRollout) {
+            self.out.state.phase = Some(Phase::Waiting);
+            return;
+        }
+        self.event(
+            EventKind::Normal,
+            format!(
+                "New revision detected! Scaling up {}.{}",
+                self.spec.target, self.id.namespace
+            ),
+        );
+        self.act(Action::ScaleTarget {
+            replicas: self.scale_up_replicas(),
+        });
+        self.start_analysis();
+        self.out.state.phase = Some(Phase::Progressing);
+    }
+
+    fn start_analysis(&mut self) {
+        let s = &mut self.out.state;
+        s.canary_weight = 0;
+        s.iterations = 0;
+        s.failed_checks = 0;
+        s.last_applied = Some(self.obs.revision.clone());
+        s.tracked_configs = self.obs.tracked_configs.clone();
+    }
+
+    fn progress(&mut self) {
+        self.out.requeue = Some(self.spec.interval);
+        let weight = self.current_weight();
+        self.ensure_routing(weight);
+        if Some(&self.obs.revision) != self.out.state.last_applied.as_ref() {
+            self.event(
+                EventKind::Normal,
+                format!("New revision detected! Restarting analysis {}", self.id),
+            );
+            self.route(0);
+            self.act(Action::ScaleTarget {
+                replicas: self.scale_up_replicas(),
+            });
+            self.start_analysis();
+            self.out.state.phase = Some(Phase::Progressing);
+            return;
+        }
+        let target = self.obs.target.unwrap_or_default();
+        if !target.ready {
+            if target.stalled || self.obs.seconds_in_phase > self.spec.progress_deadline.as_secs() {
+                let reason = format!(
+                    "progress deadline exceeded canary deployment {} not ready",
+                    self.target_id()
+                );
+                return self.rollback(&reason);
+            }
+            // Not ready yet is not a failed check (Flagger: retriable).
+            self.event(
+                EventKind::Warning,
+                format!(
+                    "Halt advancement {} waiting for rollout to finish",
+                    self.target_id()
+                ),
+            );
+            return;
+        }
+        if self.spec.skip_analysis {
+            self.promote_now();
+            self.route(0);
+            return self.finalise();
+        }
+        let rollout = self.rollout(weight);
+        let step = match self.judge.step(&rollout) {
+            Ok(step) => step,
+            Err(e) => return self.policy_failed("step", &e),
+        };
+        self.out.decision = Some(describe(&step));
+        if let StepDecision::Rollback { reason } = &step {
+            return self.rollback(reason);
+        }
+        if weight > 0 || self.out.state.iterations > 0 {
+            match self.judge.analyse(&rollout) {
+                Ok((Verdict::Pass, _)) => {}
+                Ok((Verdict::Fail, why)) => return self.failed_check(&why),
+                Ok((Verdict::Inconclusive, why)) => {
+                    return self.event(
+                        EventKind::Normal,
+                        format!("Halt advancement {} inconclusive: {why}", self.id),
+                    );
+                }
+                Err(e) => return self.policy_failed("analysis", &e),
+            }
+        } else {
+            self.event(
+                EventKind::Normal,
+                format!("Starting canary analysis for {}", self.target_id()),
+            );
+        }
+        match step {
+            StepDecision::SetWeight { weight: next } if next != weight => {
+                if next > weight && !self.gate_open(GateKind::ConfirmTrafficIncrease) {
+                    return;
+                }
+                self.route(next);
+                self.out.state.canary_weight = next;
+                self.event(
+                    EventKind::Normal,
+                    format!("Advance {} canary weight {next}", self.id),
+                );
+            }
+            StepDecision::Iterate => {
+                let s = &mut self.out.state;
+                s.iterations += 1;
+                let (done, of) = (s.iterations, self.spec.iterations.unwrap_or_default());
+                self.event(
+                    EventKind::Normal,
+                    format!("Advance {} canary iteration {done}/{of}", self.id),
+                );
+            }
+            StepDecision::Promote => {
+                if !self.gate_open(GateKind::ConfirmPromotion) {
+                    self.out.state.phase = Some(Phase::WaitingPromotion);
+                    return;
+                }
+                self.promote_now();
+            }
+            StepDecision::SetWeight { .. } | StepDecision::Hold { .. } | StepDecision::Rollback { .. } => {}
+        }
+    }
+
+    fn promote_now(&mut self) {
+        let primary = format!("{}-primary.{}", self.spec.target, self.id.namespace);
+        self.event(
+            EventKind::Normal,
+            format!("Copying {} template spec to {primary}", self.target_id()),
+        );
+        self.act(Action::PromotePrimary);
+        self.out.state.phase = Some(Phase::Promoting);
+    }
+
+    fn promote(&mut self) {
+        self.out.requeue = Some(self.spec.interval);
+        let weight = self.current_weight();
+        self.ensure_routing(weight);
+        if !self.obs.primary.is_some_and(|p| p.ready) {
+            let primary = format!("{}-primary.{}", self.spec.target, self.id.namespace);
+            return self.event(
+                EventKind::Normal,
+                format!("Halt advancement {primary} waiting for rollout to finish"),
+            );
+        }
+        let next = match self.judge.step(&self.rollout(weight)) {
+            Ok(StepDecision::SetWeight { weight }) => weight,
+            Ok(StepDecision::Promote) => 0,
+            Ok(other) => {
+                self.out.decision = Some(describe(&other));
+                return;
+            }
+            // Mid-promotion the primary already runs the new spec: hold, never roll back here.
+            Err(e) => return self.report_policy_error("step", &e),
+        };
+        self.out.decision = Some(describe(&StepDecision::SetWeight { weight: next }));
+        self.route(next);
+        self.out.state.canary_weight = next;
+        if next == 0 {
+            self.event(
+                EventKind::Normal,
+                format!("Routing all traffic to primary {}", self.id),
+            );
+            self.out.state.phase = Some(Phase::Finalising);
+        }
+    }
+
+    fn finalise(&mut self) {
+        self.route(0);
+        self.act(Action::ScaleTarget { replicas: 0 });
+        let s = &mut self.out.state;
+        s.phase = Some(Phase::Succeeded);
+        s.canary_weight = 0;
+        s.last_promoted = s.last_applied.clone();
+        self.out.requeue = None;
+        self.event(
+            EventKind::Normal,
+            format!("Promotion completed! Scaling down {}", self.target_id()),
+        );
+    }
+
+    fn rollback(&mut self, reason: &str) {
+        self.event(EventKind::Warning, format!("Rolling back {} {reason}", self.id));
+        self.route(0);
+        self.act(Action::ScaleTarget { replicas: 0 });
+        let s = &mut self.out.state;
+        s.phase = Some(Phase::Failed);
+        s.canary_weight = 0;
+        s.iterations = 0;
+        // lastApplied keeps the failed revision, so it is not retried; a newer one is.
+        self.out.requeue = None;
+        self.event(
+            EventKind::Warning,
+            format!("Canary failed! Scaling down {}", self.target_id()),
+        );
+    }
+
+    fn failed_check(&mut self, why: &str) {
+        self.out.state.failed_checks += 1;
+        self.event(EventKind::Warning, format!("Halt advancement {} {why}", self.id));
+    }
+
+    /// A policy error counts as a failed check of this canary (and only this one).
+    fn policy_failed(&mut self, world: &str, e: &PolicyError) {
+        self.out.state.failed_checks += 1;
+        self.report_policy_error(world, e);
+    }
+
+    fn report_policy_error(&mut self, world: &str, e: &PolicyError) {
+        self.out.decision = Some(format!("{world} error: {}", e.category()));
+        self.out.actions.push(Action::Event {
+            kind: EventKind::Warning,
+            reason: "PolicyError",
+            message: format!("{world} policy failed for {} ({}): {e}", self.id, e.category()),
+        });
+    }
+
+    /// Asks `kind`; closed (or a failing gate) records why and keeps the canary where it is.
+    fn gate_open(&mut self, kind: GateKind) -> bool {
+        let rollout = self.rollout(self.current_weight());
+        match self.judge.gate(&rollout, kind) {
+            Ok(GateDecision::Open) => true,
+            Ok(GateDecision::Closed { reason } | GateDecision::Rollback { reason }) => {
+                self.event(EventKind::Normal, reason);
+                false
+            }
+            Err(e) => {
+                // Gates never count failed checks (Flagger): a broken gate only holds.
+                self.report_policy_error("gate", &e);
+                false
+            }
+        }
+    }
+
+    fn ensure_routing(&mut self, weight: u32) {
+        self.act(Action::EnsurePrimary);
+        self.act(Action::EnsureServices);
+        self.route(weight);
+    }
+
+    fn route(&mut self, canary: u32) {
+        let canary = canary.min(100);
+        self.out.actions.retain(|a| !matches!(a, Action::Route { .. }));
+        self.act(Action::Route {
+            primary: 100 - canary,
+            canary,
+        });
+    }
+
+    fn current_weight(&self) -> u32 {
+        self.obs
+            .routed_canary_weight
+            .unwrap_or(self.out.state.canary_weight)
+    }
+
+    /// Replicas for the target when a rollout starts: the primary's, at least one.
+    fn scale_up_replicas(&self) -> i32 {
+        self.obs.primary.map_or(1, |p| p.replicas).max(1)
+    }
+
+    fn target_id(&self) -> String {
+        format!("{}.{}", self.spec.target, self.id.namespace)
+    }
+
+    fn rollout(&self, weight: u32) -> Rollout {
+        let s = &self.out.state;
+        Rollout {
+            name: self.id.name.clone(),
+            namespace: self.id.namespace.clone(),
+            phase: policy_phase(s.phase.unwrap_or(Phase::Initializing)),
+            canary_weight: weight,
+            iterations: s.iterations,
+            failed_checks: s.failed_checks,
+            analysis: AnalysisSettings {
+                interval_seconds: u32::try_from(self.spec.interval.as_secs()).unwrap_or(u32::MAX),
+                threshold: self.spec.threshold,
+                max_weight: self.spec.max_weight,
+                step_weight: self.spec.step_weight,
+                step_weights: self.spec.step_weights.clone(),
+                step_weight_promotion: self.spec.step_weight_promotion,
+                iterations: self.spec.iterations,
+                has_match: self.spec.has_match,
+            },
+            config: self.spec.policy_config.clone(),
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        if !self.out.actions.contains(&action) {
+            self.out.actions.push(action);
+        }
+    }
+
+    fn event(&mut self, kind: EventKind, message: String) {
+        self.out.actions.push(Action::Event {
+            kind,
+            reason: "Synced",
+            message,
+        });
+    }
+}
+
+fn policy_phase(p: Phase) -> PolicyPhase {
+    match p {
+        Phase::Initializing => PolicyPhase::Initializing,
+        Phase::Initialized => PolicyPhase::Initialized,
+        Phase::Waiting => PolicyPhase::Waiting,
+        Phase::Progressing => PolicyPhase::Progressing,
+        Phase::WaitingPromotion => PolicyPhase::WaitingPromotion,
+        Phase::Promoting => PolicyPhase::Promoting,
+        Phase::Finalising => PolicyPhase::Finalising,
+        Phase::Succeeded => PolicyPhase::Succeeded,
+        Phase::Failed => PolicyPhase::Failed,
+        Phase::Terminating => PolicyPhase::Terminating,
+        Phase::Terminated => PolicyPhase::Terminated,
+    }
+}
+
+/// A short, bounded description of a step decision for the status.
+fn describe(step: &StepDecision) -> String {
+    match step {
+        StepDecision::SetWeight { weight } => format!("set-weight {weight}"),
+        StepDecision::Iterate => "iterate".into(),
+        StepDecision::Hold { reason } => format!("hold: {reason}"),
+        StepDecision::Promote => "promote".into(),
+        StepDecision::Rollback { reason } => format!("rollback: {reason}"),
+    }
+}

@@ -1,0 +1,275 @@
+//! Istio routing: pure builders of the VirtualService and DestinationRules, the weight reading, and the
+//! server-side apply of all three.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use crate::api::{CanaryService, ValidSpec};
+use crate::cluster::{ClusterError, FIELD_MANAGER};
+
+/// Annotation keeping the spec a VirtualService had before fledge took it over (JSON).
+pub const ORIGINAL_CONFIGURATION: &str = "fledge.dev/original-configuration";
+
+const GROUP: &str = "networking.istio.io";
+const VERSION: &str = "v1";
+
+fn resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, kind))
+}
+
+/// The VirtualService for the apex host with `primary`/`canary` weights; weights are always written.
+/// `existing` is the VirtualService as found, whose original spec is kept when fledge did not create it.
+pub fn virtual_service(
+    spec: &ValidSpec,
+    svc: &CanaryService,
+    weights: (u32, u32),
+    owner: &OwnerReference,
+    existing: Option<&DynamicObject>,
+) -> Value {
+    let apex = &spec.service;
+    let mut hosts: Vec<String> = svc.hosts.clone();
+    if !hosts.contains(apex) {
+        hosts.push(apex.clone());
+    }
+    let gateways = if svc.gateways.is_empty() {
+        vec!["mesh".to_owned()]
+    } else {
+        svc.gateways.clone()
+    };
+    let mut http = json!({
+        "route": [
+            {"destination": {"host": format!("{apex}-primary")}, "weight": weights.0},
+            {"destination": {"host": format!("{apex}-canary")}, "weight": weights.1},
+        ]
+    });
+    let passthrough = [
+        ("match", svc.match_.as_ref().map(|m| json!(m))),
+        ("rewrite", svc.rewrite.clone()),
+        ("retries", svc.retries.clone()),
+        ("headers", svc.headers.clone()),
+        ("corsPolicy", svc.cors_policy.clone()),
+        ("timeout", svc.timeout.as_ref().map(|t| json!(t))),
+    ];
+    for (key, value) in passthrough {
+        if let Some(v) = value {
+            http[key] = v;
+        }
+    }
+    let mut metadata = json!({"name": apex});
+    match existing.filter(|vs| !owned_by(vs, owner)) {
+        // Somebody else's VirtualService: remember it once, never own it.
+        Some(vs) => {
+            let original = vs
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ORIGINAL_CONFIGURATION).cloned())
+                .unwrap_or_else(|| {
+                    vs.data
+                        .get("spec")
+                        .map(Value::to_string)
+                        .unwrap_or_else(|| "{}".into())
+                });
+            metadata["annotations"] = json!({ORIGINAL_CONFIGURATION: original});
+        }
+        None => metadata["ownerReferences"] = json!([owner]),
+    }
+    let mut spec_json = json!({"hosts": hosts, "http": [http]});
+    if !svc.delegation {
+        spec_json["gateways"] = json!(gateways);
+    } else {
+        // A delegate VirtualService carries no hosts or gateways.
+        spec_json.as_object_mut().map(|o| o.remove("hosts"));
+    }
+    json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "VirtualService",
+        "metadata": metadata,
+        "spec": spec_json,
+    })
+}
+
+fn owned_by(obj: &DynamicObject, owner: &OwnerReference) -> bool {
+    obj.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner.uid)
+}
+
+/// The DestinationRule `<host>` with the Canary's trafficPolicy.
+pub fn destination_rule(host: &str, svc: &CanaryService, owner: &OwnerReference) -> Value {
+    let mut spec = json!({"host": host});
+    if let Some(policy) = &svc.traffic_policy {
+        spec["trafficPolicy"] = policy.clone();
+    }
+    json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "DestinationRule",
+        "metadata": {"name": host, "ownerReferences": [owner]},
+        "spec": spec,
+    })
+}
+
+/// The canary's weight in a VirtualService fledge manages, if its first route names the canary host.
+pub fn canary_weight(vs: &DynamicObject, apex: &str) -> Option<u32> {
+    let canary = format!("{apex}-canary");
+    vs.data["spec"]["http"][0]["route"]
+        .as_array()?
+        .iter()
+        .find(|r| r["destination"]["host"].as_str() == Some(canary.as_str()))
+        .map(|r| {
+            r["weight"]
+                .as_u64()
+                .and_then(|w| u32::try_from(w).ok())
+                .unwrap_or(0)
+        })
+}
+
+/// Reads and writes Istio objects in one namespace.
+#[derive(Clone)]
+pub struct IstioRouter {
+    virtual_services: Api<DynamicObject>,
+    destination_rules: Api<DynamicObject>,
+}
+
+impl std::fmt::Debug for IstioRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IstioRouter").finish_non_exhaustive()
+    }
+}
+
+impl IstioRouter {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            virtual_services: Api::namespaced_with(client.clone(), namespace, &resource("VirtualService")),
+            destination_rules: Api::namespaced_with(client, namespace, &resource("DestinationRule")),
+        }
+    }
+
+    /// The VirtualService named `name`, if any.
+    pub async fn virtual_service(&self, name: &str) -> Result<Option<DynamicObject>, ClusterError> {
+        Ok(self.virtual_services.get_opt(name).await?)
+    }
+
+    /// Applies both DestinationRules and the VirtualService with `weights`.
+    pub async fn route(
+        &self,
+        spec: &ValidSpec,
+        svc: &CanaryService,
+        weights: (u32, u32),
+        owner: &OwnerReference,
+    ) -> Result<(), ClusterError> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for host in [
+            format!("{}-primary", spec.service),
+            format!("{}-canary", spec.service),
+        ] {
+            let dr = destination_rule(&host, svc, owner);
+            self.destination_rules
+                .patch(&host, &params, &Patch::Apply(&dr))
+                .await?;
+        }
+        let existing = self.virtual_service(&spec.service).await?;
+        let vs = virtual_service(spec, svc, weights, owner, existing.as_ref());
+        self.virtual_services
+            .patch(&spec.service, &params, &Patch::Apply(&vs))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CanarySpec, validate};
+
+    fn fixtures(service: Value) -> (ValidSpec, CanaryService, OwnerReference) {
+        let spec: CanarySpec = serde_json::from_value(json!({
+            "targetRef": {"kind": "Deployment", "name": "podinfo"},
+            "service": service,
+            "analysis": {"stepWeight": 20}
+        }))
+        .expect("spec");
+        let owner = OwnerReference {
+            api_version: "fledge.dev/v1alpha1".into(),
+            kind: "Canary".into(),
+            name: "podinfo".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        (validate(&spec).expect("valid"), spec.service, owner)
+    }
+
+    #[test]
+    fn defaults_to_the_mesh_gateway_and_the_apex_host_with_both_weights_written() {
+        let (spec, svc, owner) = fixtures(json!({"port": 9898}));
+        let vs = virtual_service(&spec, &svc, (100, 0), &owner, None);
+        assert_eq!(vs["spec"]["hosts"], json!(["podinfo"]));
+        assert_eq!(vs["spec"]["gateways"], json!(["mesh"]));
+        assert_eq!(
+            vs["spec"]["http"][0]["route"],
+            json!([
+                {"destination": {"host": "podinfo-primary"}, "weight": 100},
+                {"destination": {"host": "podinfo-canary"}, "weight": 0}
+            ])
+        );
+        assert_eq!(vs["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    }
+
+    #[test]
+    fn passes_retries_timeout_match_headers_and_cors_through() {
+        let (spec, svc, owner) = fixtures(json!({
+            "port": 9898, "hosts": ["app.example.com"], "gateways": ["public-gateway.istio-system.svc.cluster.local"],
+            "timeout": "5s", "retries": {"attempts": 3, "perTryTimeout": "1s"},
+            "match": [{"uri": {"prefix": "/"}}], "headers": {"request": {"add": {"x-a": "b"}}},
+            "corsPolicy": {"allowOrigins": [{"exact": "https://example.com"}]}
+        }));
+        let vs = virtual_service(&spec, &svc, (80, 20), &owner, None);
+        let http = &vs["spec"]["http"][0];
+        assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
+        assert_eq!(
+            vs["spec"]["gateways"],
+            json!(["public-gateway.istio-system.svc.cluster.local"])
+        );
+        assert_eq!(http["timeout"], "5s");
+        assert_eq!(http["retries"]["attempts"], 3);
+        assert_eq!(http["match"][0]["uri"]["prefix"], "/");
+        assert_eq!(http["headers"]["request"]["add"]["x-a"], "b");
+        assert_eq!(
+            http["corsPolicy"]["allowOrigins"][0]["exact"],
+            "https://example.com"
+        );
+    }
+
+    #[test]
+    fn a_pre_existing_virtual_service_is_remembered_and_not_owned() {
+        let (spec, svc, owner) = fixtures(json!({"port": 9898}));
+        let user: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "podinfo"},
+            "spec": {"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]}
+        }))
+        .expect("vs");
+        let vs = virtual_service(&spec, &svc, (100, 0), &owner, Some(&user));
+        assert!(vs["metadata"].get("ownerReferences").is_none());
+        let original: Value = serde_json::from_str(
+            vs["metadata"]["annotations"][ORIGINAL_CONFIGURATION]
+                .as_str()
+                .expect("annotation"),
+        )
+        .expect("json");
+        assert_eq!(original["http"][0]["route"][0]["destination"]["host"], "podinfo");
+    }
+
+    #[test]
+    fn reads_the_canary_weight_back() {
+        let (spec, svc, owner) = fixtures(json!({"port": 9898}));
+        let vs: DynamicObject =
+            serde_json::from_value(virtual_service(&spec, &svc, (60, 40), &owner, None)).expect("vs");
+        assert_eq!(canary_weight(&vs, "podinfo"), Some(40));
+    }
+}

@@ -1,0 +1,4 @@
+//! Traffic routers. Istio is the one fledge drives today: a VirtualService splitting the apex host between
+//! the primary and canary Services, and a DestinationRule for each.
+
+pub mod istio;

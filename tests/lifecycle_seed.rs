@@ -1,0 +1,120 @@
+//! The seed story on the real plane: a Canary initialises podinfo, a new image walks the weights
+//! 0 → 20 → 40 → 60, the primary takes the new spec, and the canary is promoted.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fledge::api::Phase;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::ListParams;
+use serde_json::json;
+use support::TestNamespace;
+use support::fledge::*;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn app(value: &str) -> Option<BTreeMap<String, String>> {
+    Some(BTreeMap::from([("app".to_owned(), value.to_owned())]))
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn seed_story_initialises_walks_20_40_60_and_promotes() {
+    let ns = TestNamespace::create("seed").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(
+        &ns,
+        json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+    )
+    .await
+    .expect("create canary");
+
+    // Initialized: primary ready with the target's replicas, services, routing 100/0, target at 0.
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    assert_eq!(replicas(&ns, "podinfo-primary").await, Some((2, 2)));
+    assert_eq!(
+        image(&ns, "podinfo-primary").await.as_deref(),
+        Some("stefanprodan/podinfo:3.1.0")
+    );
+    assert_eq!(selector(&ns, "podinfo").await, app("podinfo-primary"));
+    assert_eq!(selector(&ns, "podinfo-primary").await, app("podinfo-primary"));
+    assert_eq!(selector(&ns, "podinfo-canary").await, app("podinfo"));
+    assert_eq!(weights(&ns).await, Some((100, 0)));
+    support::eventually("target scaled to 0", LIMIT, || async {
+        match replicas(&ns, "podinfo").await {
+            Some((0, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Ship a new image and watch every intermediate state.
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    let shipped = Instant::now();
+    let mut seen_weights: Vec<(i64, i64)> = Vec::new();
+    let mut target_scaled_up = None;
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no promotion; weights seen {seen_weights:?}"
+        );
+        if let Some(w) = weights(&ns).await {
+            if seen_weights.last() != Some(&w) {
+                seen_weights.push(w);
+            }
+        }
+        if target_scaled_up.is_none() && matches!(replicas(&ns, "podinfo").await, Some((2, _))) {
+            target_scaled_up = Some(shipped.elapsed());
+        }
+        let canary = ns
+            .api::<fledge::api::Canary>()
+            .get("podinfo")
+            .await
+            .expect("canary");
+        if canary.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scaled_up = target_scaled_up.expect("the target was scaled up for the new revision");
+    eprintln!("set image → target scaled up in {scaled_up:?}");
+    assert_eq!(seen_weights, [(100, 0), (80, 20), (60, 40), (40, 60), (100, 0)]);
+    assert_eq!(
+        image(&ns, "podinfo-primary").await.as_deref(),
+        Some("stefanprodan/podinfo:3.1.1")
+    );
+    assert_eq!(
+        replicas(&ns, "podinfo").await.map(|r| r.0),
+        Some(0),
+        "target scaled to 0 after promotion"
+    );
+    assert_eq!(selector(&ns, "podinfo").await, app("podinfo-primary"));
+
+    let events = ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    let texts: Vec<String> = events.items.iter().filter_map(|e| e.message.clone()).collect();
+    for expected in [
+        format!("Initialization done! podinfo.{}", ns.name),
+        format!("New revision detected! Scaling up podinfo.{}", ns.name),
+        format!("Advance podinfo.{} canary weight 20", ns.name),
+        format!(
+            "Copying podinfo.{0} template spec to podinfo-primary.{0}",
+            ns.name
+        ),
+        format!("Promotion completed! Scaling down podinfo.{}", ns.name),
+    ] {
+        assert!(
+            texts.contains(&expected),
+            "missing event {expected:?} in {texts:?}"
+        );
+    }
+    controller.abort();
+}

@@ -1,0 +1,181 @@
+//! Helpers for tests that run fledge's controller against the real plane.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt};
+use serde_json::json;
+
+use super::{TestNamespace, eventually};
+use fledge::api::{Canary, Phase};
+
+/// Installs (or updates) the Canary CRD and waits until it is served.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = Canary::crd();
+    let name = crd.metadata.name.clone().expect("crd name");
+    crds.patch(
+        &name,
+        &PatchParams::apply("fledge-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
+    eventually("Canary CRD established", Duration::from_secs(30), || async {
+        let c = crds.get(&name).await.map_err(|e| e.to_string())?;
+        let established = c
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            Ok(())
+        } else {
+            Err("not established".into())
+        }
+    })
+    .await;
+}
+
+/// Runs the controller for `ns` only, in this process, with a 1 s interval floor.
+pub fn start_controller(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let engine = fledge::policy::PolicyEngine::new(fledge::policy::Limits::default(), None).expect("engine");
+    let options = fledge::controller::Options {
+        min_interval: Duration::from_secs(1),
+        namespace: Some(ns.to_owned()),
+    };
+    tokio::spawn(fledge::controller::run(client.clone(), engine, options))
+}
+
+/// podinfo at `image` with 2 replicas, and its Service on 9898, as in the seed story.
+pub async fn create_podinfo(ns: &TestNamespace, image: &str) {
+    create_app(ns, "podinfo", image).await;
+}
+
+/// An app like podinfo under another name.
+pub async fn create_app(ns: &TestNamespace, name: &str, image: &str) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "podinfod", "image": image, "ports": [{"containerPort": 9898}]}]}
+            }
+        }
+    }))
+    .expect("deployment");
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create app");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}
+    }))
+    .expect("service");
+    ns.api::<Service>()
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service");
+}
+
+/// Creates a Canary for podinfo with `analysis`.
+pub async fn create_canary(ns: &TestNamespace, analysis: serde_json::Value) -> Result<Canary, kube::Error> {
+    create_canary_for(ns, "podinfo", analysis).await
+}
+
+/// Creates a Canary `name` for the app `name`.
+pub async fn create_canary_for(
+    ns: &TestNamespace,
+    name: &str,
+    analysis: serde_json::Value,
+) -> Result<Canary, kube::Error> {
+    let canary: Canary = serde_json::from_value(json!({
+        "apiVersion": "fledge.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": name},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "progressDeadlineSeconds": 60,
+            "service": {"port": 9898, "targetPort": 9898},
+            "analysis": analysis,
+        }
+    }))
+    .expect("canary");
+    ns.api::<Canary>().create(&PostParams::default(), &canary).await
+}
+
+/// Waits until the Canary podinfo reaches `phase`.
+pub async fn wait_phase(ns: &TestNamespace, phase: Phase, limit: Duration) -> Canary {
+    wait_phase_of(ns, "podinfo", phase, limit).await
+}
+
+/// Waits until the Canary `name` reaches `phase`.
+pub async fn wait_phase_of(ns: &TestNamespace, name: &str, phase: Phase, limit: Duration) -> Canary {
+    let canaries = ns.api::<Canary>();
+    eventually(&format!("canary {name} phase {phase:?}"), limit, || async {
+        let c = canaries.get(name).await.map_err(|e| e.to_string())?;
+        match c.status.as_ref().and_then(|s| s.phase) {
+            Some(p) if p == phase => Ok(c),
+            other => Err(format!("phase {other:?}, status {:?}", c.status)),
+        }
+    })
+    .await
+}
+
+/// The VirtualService `podinfo`'s (primary, canary) weights.
+pub async fn weights(ns: &TestNamespace) -> Option<(i64, i64)> {
+    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk));
+    let vs = api.get_opt("podinfo").await.ok()??;
+    let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
+    let weight = |host: &str| {
+        route
+            .iter()
+            .find(|r| r["destination"]["host"] == host)
+            .and_then(|r| r["weight"].as_i64())
+            .unwrap_or(0)
+    };
+    Some((weight("podinfo-primary"), weight("podinfo-canary")))
+}
+
+/// `spec.replicas` and ready replicas of a Deployment.
+pub async fn replicas(ns: &TestNamespace, name: &str) -> Option<(i32, i32)> {
+    let d = ns.api::<Deployment>().get_opt(name).await.ok()??;
+    let spec = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    Some((spec, ready))
+}
+
+/// The first container image of a Deployment.
+pub async fn image(ns: &TestNamespace, name: &str) -> Option<String> {
+    let d = ns.api::<Deployment>().get_opt(name).await.ok()??;
+    d.spec?.template.spec?.containers.first()?.image.clone()
+}
+
+/// A Service's selector.
+pub async fn selector(ns: &TestNamespace, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    ns.api::<Service>().get_opt(name).await.ok()??.spec?.selector
+}
+
+/// `kubectl set image deployment/podinfo podinfod=<image>`.
+pub async fn set_image(ns: &TestNamespace, image: &str) {
+    set_image_of(ns, "podinfo", image).await;
+}
+
+/// `kubectl set image deployment/<name> podinfod=<image>`.
+pub async fn set_image_of(ns: &TestNamespace, name: &str, image: &str) {
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "podinfod", "image": image}]}}}});
+    ns.api::<Deployment>()
+        .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("set image");
+}
