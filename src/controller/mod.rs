@@ -1,6 +1,7 @@
 //! The controller: watches Canaries, their target Deployments and the configs those reference, and runs
 //! one reconcile per change or per analysis interval — observe → decide → act → record.
 
+mod events;
 mod judge;
 mod reconcile;
 mod status;
@@ -12,7 +13,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::controller::Controller;
-use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -92,11 +92,11 @@ where
     }
 }
 
-fn reporter() -> Reporter {
-    Reporter {
-        controller: "fledge".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    }
+/// This controller instance, for events: the pod name in a cluster, else the host.
+fn reporter() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "fledge".into())
 }
 
 /// Canaries whose target or primary is this Deployment: `kubectl set image` wakes its canary at once.

@@ -7,11 +7,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use thiserror::Error;
 
 use super::Options;
+use super::events::EventRecorder;
 use super::judge::PolicyJudge;
 use super::status::{condition, set_condition, state_of, with_state};
 use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, validate_with};
@@ -24,7 +24,7 @@ use crate::policy::{Grants, PolicyComponent, PolicyEngine, PolicyError, read_sou
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
-    recorder: Recorder,
+    recorder: EventRecorder,
     engine: PolicyEngine,
     options: Options,
 }
@@ -38,9 +38,9 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, engine: PolicyEngine, options: Options, reporter: Reporter) -> Self {
+    pub fn new(client: Client, engine: PolicyEngine, options: Options, instance: String) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), instance),
             client,
             engine,
             options,
@@ -263,17 +263,7 @@ async fn write_status(
 /// Records an event on the Canary; a failure to record is logged, never fatal.
 async fn publish(ctx: &Context, canary: &Canary, kind: EventKind, reason: &str, message: String) {
     tracing::info!(kind = ?kind, reason, "{message}");
-    let event = Event {
-        type_: match kind {
-            EventKind::Normal => EventType::Normal,
-            EventKind::Warning => EventType::Warning,
-        },
-        reason: reason.to_owned(),
-        note: Some(message),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &canary.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(canary, kind, reason, &message).await {
         tracing::warn!("cannot record event: {e}");
     }
 }

@@ -1,0 +1,116 @@
+//! Kubernetes events on Canaries, one per distinct message, like Flagger's: "Advance podinfo.test canary
+//! weight 20" and "... weight 40" are two events (kube's Recorder would fold them into one series because
+//! it keys on reason and action, not on the note). A repeated identical message bumps its series count.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::Mutex;
+
+use crate::api::Canary;
+use crate::lifecycle::EventKind;
+
+/// Identical messages within this window count into one event's series.
+const SERIES_WINDOW: Duration = Duration::from_secs(600);
+/// Remembered messages; older ones are forgotten first.
+const MAX_REMEMBERED: usize = 4096;
+
+/// Publishes events as `fledge`.
+pub struct EventRecorder {
+    client: Client,
+    instance: String,
+    seen: Mutex<HashMap<(String, String), Seen>>,
+}
+
+struct Seen {
+    name: String,
+    count: i32,
+    at: Instant,
+}
+
+impl std::fmt::Debug for EventRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventRecorder")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventRecorder {
+    pub fn new(client: Client, instance: String) -> Self {
+        Self {
+            client,
+            instance,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Records `note` on `canary`.
+    pub async fn publish(
+        &self,
+        canary: &Canary,
+        kind: EventKind,
+        reason: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
+        let namespace = canary.namespace().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let key = (canary.uid().unwrap_or_default(), note.to_owned());
+        let now = MicroTime(Timestamp::now());
+        let mut seen = self.seen.lock().await;
+        if let Some(s) = seen.get_mut(&key).filter(|s| s.at.elapsed() < SERIES_WINDOW) {
+            s.count += 1;
+            s.at = Instant::now();
+            let series = EventSeries {
+                count: s.count,
+                last_observed_time: now,
+            };
+            let patch = serde_json::json!({"series": series});
+            api.patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            return Ok(());
+        }
+        let event = Event {
+            metadata: ObjectMeta {
+                // client-go's naming: object name plus a unique hex suffix.
+                name: Some(format!(
+                    "{}.{:x}",
+                    canary.name_any(),
+                    Timestamp::now().as_nanosecond()
+                )),
+                namespace: Some(namespace),
+                ..Default::default()
+            },
+            event_time: Some(now),
+            type_: Some(match kind {
+                EventKind::Normal => "Normal".into(),
+                EventKind::Warning => "Warning".into(),
+            }),
+            reason: Some(reason.to_owned()),
+            action: Some("Reconcile".into()),
+            note: Some(note.to_owned()),
+            regarding: Some(canary.object_ref(&())),
+            reporting_controller: Some("fledge.dev/controller".into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let created = api.create(&PostParams::default(), &event).await?;
+        if seen.len() >= MAX_REMEMBERED {
+            seen.retain(|_, s| s.at.elapsed() < SERIES_WINDOW);
+        }
+        seen.insert(
+            key,
+            Seen {
+                name: created.name_any(),
+                count: 1,
+                at: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+}
