@@ -9,6 +9,7 @@ use std::process::Command;
 const POLICIES: &[(&str, &str)] = &[
     ("fledge-policy-default", "fledge_policy_default"),
     ("fledge-policy-hostile", "fledge_policy_hostile"),
+    ("fledge-policy-scripted", "fledge_policy_scripted"),
 ];
 const TARGET: &str = "wasm32-unknown-unknown";
 

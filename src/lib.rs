@@ -10,3 +10,4 @@ pub mod lifecycle;
 pub mod policy;
 pub mod router;
 pub mod telemetry;
+pub mod text;

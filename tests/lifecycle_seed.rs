@@ -63,10 +63,10 @@ async fn seed_story_initialises_walks_20_40_60_and_promotes() {
             Instant::now() < deadline,
             "no promotion; weights seen {seen_weights:?}"
         );
-        if let Some(w) = weights(&ns).await {
-            if seen_weights.last() != Some(&w) {
-                seen_weights.push(w);
-            }
+        if let Some(w) = weights(&ns).await
+            && seen_weights.last() != Some(&w)
+        {
+            seen_weights.push(w);
         }
         if target_scaled_up.is_none() && matches!(replicas(&ns, "podinfo").await, Some((2, _))) {
             target_scaled_up = Some(shipped.elapsed());
@@ -82,7 +82,7 @@ async fn seed_story_initialises_walks_20_40_60_and_promotes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let scaled_up = target_scaled_up.expect("the target was scaled up for the new revision");
-    eprintln!("set image → target scaled up in {scaled_up:?}");
+    tracing::info!("set image → target scaled up in {scaled_up:?}");
     assert_eq!(seen_weights, [(100, 0), (80, 20), (60, 40), (40, 60), (100, 0)]);
     assert_eq!(
         image(&ns, "podinfo-primary").await.as_deref(),

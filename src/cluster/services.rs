@@ -51,26 +51,26 @@ pub fn service(
     let mut annotations = meta.annotations;
     let mut labels = meta.labels;
     let mut owners = vec![owner.clone()];
-    if role == Role::Apex {
-        if let Some(found) = existing_apex {
-            // A user-owned apex: remember its selector once, never own it.
-            owners.clear();
-            let recorded = found
-                .metadata
-                .annotations
+    if role == Role::Apex
+        && let Some(found) = existing_apex
+    {
+        // A user-owned apex: remember its selector once, never own it.
+        owners.clear();
+        let recorded = found
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ORIGINAL_SELECTOR))
+            .cloned();
+        let original = recorded.unwrap_or_else(|| {
+            let selector = found
+                .spec
                 .as_ref()
-                .and_then(|a| a.get(ORIGINAL_SELECTOR))
-                .cloned();
-            let original = recorded.unwrap_or_else(|| {
-                let selector = found
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.selector.clone())
-                    .unwrap_or_default();
-                serde_json::to_string(&selector).unwrap_or_else(|_| "{}".into())
-            });
-            annotations.insert(ORIGINAL_SELECTOR.to_owned(), original);
-        }
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default();
+            serde_json::to_string(&selector).unwrap_or_else(|_| "{}".into())
+        });
+        annotations.insert(ORIGINAL_SELECTOR.to_owned(), original);
     }
     labels.insert(label.0.clone(), name.clone());
     Service {

@@ -156,12 +156,11 @@ fn rename_config_refs(value: &mut serde_json::Value, tracked: &BTreeSet<String>)
                 } else {
                     None
                 };
-                if let (Some((kind, field)), Some(obj)) = (kind, child.as_object_mut()) {
-                    if let Some(serde_json::Value::String(name)) = obj.get_mut(field) {
-                        if tracked.contains(&format!("{kind}/{name}")) {
-                            *name = format!("{name}-primary");
-                        }
-                    }
+                if let (Some((kind, field)), Some(obj)) = (kind, child.as_object_mut())
+                    && let Some(serde_json::Value::String(name)) = obj.get_mut(field)
+                    && tracked.contains(&format!("{kind}/{name}"))
+                {
+                    *name = format!("{name}-primary");
                 }
                 rename_config_refs(child, tracked);
             }

@@ -17,6 +17,8 @@ use crate::lifecycle::EventKind;
 
 /// Identical messages within this window count into one event's series.
 const SERIES_WINDOW: Duration = Duration::from_secs(600);
+/// The API's limit on an event's note.
+const MAX_NOTE_BYTES: usize = 1024;
 /// Remembered messages; older ones are forgotten first.
 const MAX_REMEMBERED: usize = 4096;
 
@@ -60,7 +62,8 @@ impl EventRecorder {
     ) -> Result<(), kube::Error> {
         let namespace = canary.namespace().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let key = (canary.uid().unwrap_or_default(), note.to_owned());
+        let note = crate::text::clip(note, MAX_NOTE_BYTES);
+        let key = (canary.uid().unwrap_or_default(), note.clone());
         let now = MicroTime(Timestamp::now());
         let mut seen = self.seen.lock().await;
         if let Some(s) = seen.get_mut(&key).filter(|s| s.at.elapsed() < SERIES_WINDOW) {
@@ -93,7 +96,7 @@ impl EventRecorder {
             }),
             reason: Some(reason.to_owned()),
             action: Some("Reconcile".into()),
-            note: Some(note.to_owned()),
+            note: Some(note),
             regarding: Some(canary.object_ref(&())),
             reporting_controller: Some("fledge.dev/controller".into()),
             reporting_instance: Some(self.instance.clone()),

@@ -33,15 +33,7 @@ impl types::Host for HostState {}
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
-        let mut message = message;
-        if message.len() > MAX_LOG_BYTES {
-            let cut = (0..=MAX_LOG_BYTES)
-                .rev()
-                .find(|i| message.is_char_boundary(*i))
-                .unwrap_or(0);
-            message.truncate(cut);
-            message.push('…');
-        }
+        let message = crate::text::clip(&message, MAX_LOG_BYTES);
         let canary = self.canary.as_str();
         match level {
             log::Level::Debug => tracing::debug!(canary, "policy: {message}"),
