@@ -1,19 +1,77 @@
 #!/usr/bin/env bash
-# The seed story, live. Until the controller lands (issue: Canary lifecycle) this shows the real local
-# plane the story will run on: a Ready KWOK node and Istio's CRDs, then stops it.
+# The seed story, live on a real local control plane: a Canary initialises podinfo, podinfo:3.1.1 is
+# shipped, and the weights walk 0 → 20 → 40 → 60 until the primary is promoted. The plane and the
+# controller stop when the script ends, whatever happens.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 bin=$("$root/tests/controlplane/build.sh" | tail -n 1)
-cargo build --locked --manifest-path "$root/Cargo.toml"
+cargo build --locked --manifest-path "$root/Cargo.toml" --bin fledge
 kubeconfig=$("$root/tests/controlplane/up.sh" | tail -n 1)
-trap '"$root/tests/controlplane/down.sh"' EXIT
+log=$(mktemp -t fledge-controller.XXXXXX.log)
+controller_pid=
+stop() {
+  [ -n "$controller_pid" ] && kill "$controller_pid" 2>/dev/null && wait "$controller_pid" 2>/dev/null
+  "$root/tests/controlplane/down.sh"
+}
+trap stop EXIT
 kc() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+started=$SECONDS
 
-echo "== the local control plane (kubeconfig: $kubeconfig)"
-kc get nodes -o wide
-kc get crds
+show() {
+  echo
+  echo "=== $1 ($((SECONDS - started)) s)"
+  kc -n test get canary podinfo 2>/dev/null || true
+  kc -n test get deployments -o custom-columns='DEPLOYMENT:.metadata.name,IMAGE:.spec.template.spec.containers[0].image,REPLICAS:.spec.replicas,READY:.status.readyReplicas'
+  kc -n test get services -o custom-columns='SERVICE:.metadata.name,SELECTOR:.spec.selector'
+  kc -n test get virtualservice podinfo -o jsonpath='{range .spec.http[0].route[*]}{"VirtualService podinfo → "}{.destination.host}{" weight "}{.weight}{"\n"}{end}' 2>/dev/null || echo "VirtualService podinfo: none yet"
+}
+
+echo "== installing the Canary CRD and the seed story's podinfo (kubeconfig: $kubeconfig)"
+kc apply --server-side -f "$root/deploy/crds.yaml" >/dev/null
+kc wait --for=condition=Established crd/canaries.fledge.dev --timeout=60s >/dev/null
+kc apply -f "$root/examples/podinfo/namespace.yaml" >/dev/null
+kc apply -f "$root/examples/podinfo/deployment.yaml" -f "$root/examples/podinfo/service.yaml" >/dev/null
+kc -n test rollout status deployment/podinfo --timeout=60s >/dev/null
+show "podinfo before fledge"
+
 echo
-echo "The canary story (create a Canary, ship podinfo:3.1.1, watch 0→20→40→…→promoted, delete and restore)"
-echo "arrives with the controller. fledge so far:"
-"$root/target/debug/fledge" --help
+echo "== starting fledge controller (log: $log)"
+KUBECONFIG=$kubeconfig "$root/target/debug/fledge" controller --min-interval 3s >"$log" 2>&1 &
+controller_pid=$!
+kc apply -f "$root/examples/podinfo/canary.yaml" >/dev/null
+
+# watch NAME PHASE...: print the state at every change of phase or weight until one of PHASE is reached.
+watch_until() {
+  local last= state phase
+  local deadline=$((SECONDS + 180))
+  while [ $SECONDS -lt $deadline ]; do
+    state=$(kc -n test get canary podinfo -o jsonpath='{.status.phase}/{.status.canaryWeight}' 2>/dev/null || true)
+    phase=${state%/*}
+    if [ "$state" != "$last" ] && [ -n "$phase" ]; then
+      show "canary $phase, weight ${state#*/}"
+      last=$state
+    fi
+    for want in "$@"; do
+      [ "$phase" = "$want" ] && return 0
+    done
+    sleep 0.5
+  done
+  echo "timed out waiting for phase $*; controller log:" >&2
+  tail -n 30 "$log" >&2
+  return 1
+}
+watch_until Initialized
+
+echo
+echo "== shipping stefanprodan/podinfo:3.1.1"
+kc -n test set image deployment/podinfo podinfod=stefanprodan/podinfo:3.1.1 >/dev/null
+watch_until Succeeded Failed
+
+echo
+echo "== events on the canary"
+kc -n test get events --field-selector involvedObject.kind=Canary -o custom-columns='REASON:.reason,MESSAGE:.message' | sort -u
+echo
+echo "The primary now runs podinfo:3.1.1, the target is back at 0 and all traffic goes to the primary."
+echo "Deleting the Canary with a full restore (target replicas, apex selector) arrives with the teardown issue."
+echo "Demo took $((SECONDS - started)) s."

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::{Cache, CacheConfig, Config, Engine};
+use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::component::{Grants, PolicyComponent};
 use super::error::PolicyError;
@@ -42,6 +42,9 @@ impl Limits {
     }
 }
 
+/// Core instances (and memories, tables) one component may have.
+const MAX_CORE_INSTANCES: u32 = 100;
+
 /// Components already loaded, by (digest, grants).
 type Loaded = HashMap<(String, Grants), Arc<PolicyComponent>>;
 
@@ -70,6 +73,14 @@ impl PolicyEngine {
         };
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        // Pre-reserved instance slots make the fresh instance of every call cheap (no mmap per call).
+        let mut pool = PoolingAllocationConfig::default();
+        pool.max_memory_size(limits.memory_bytes)
+            // Interpreted guests (Python) are made of dozens of core instances.
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
+            .max_memories_per_component(MAX_CORE_INSTANCES)
+            .max_tables_per_component(MAX_CORE_INSTANCES);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = cache_dir {
             let mut cache_config = CacheConfig::new();
             cache_config.with_directory(dir);
@@ -83,6 +94,13 @@ impl PolicyEngine {
             limits,
             loaded: Arc::default(),
         })
+    }
+
+    /// Forgets every loaded component; the next load compiles again or reads the on-disk cache.
+    pub fn evict_all(&self) {
+        if let Ok(mut map) = self.loaded.lock() {
+            map.clear();
+        }
     }
 
     /// The limits every call runs under.
