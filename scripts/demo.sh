@@ -72,6 +72,8 @@ echo
 echo "== events on the canary"
 kc -n test get events --field-selector involvedObject.kind=Canary -o custom-columns='REASON:.reason,MESSAGE:.message' | sort -u
 echo
+rss_kib=$(ps -o rss= -p "$controller_pid" 2>/dev/null || echo 0)
+echo "fledge controller RSS: $((rss_kib / 1024)) MiB"
 echo "The primary now runs podinfo:3.1.1, the target is back at 0 and all traffic goes to the primary."
 echo "Deleting the Canary with a full restore (target replicas, apex selector) arrives with the teardown issue."
 echo "Demo took $((SECONDS - started)) s."

@@ -77,8 +77,13 @@ start etcd --name=fledge --data-dir="$CP_STATE/etcd" \
   --initial-cluster="fledge=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync=true --log-level=warn
 wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
-# --- kube-apiserver
-start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+# --- kube-apiserver (FLEDGE_PLANE_AUDIT=1 writes a metadata-level audit log, to count a client's requests)
+audit_flags=()
+if [ -n "${FLEDGE_PLANE_AUDIT:-}" ]; then
+  printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n' >"$CP_STATE/audit-policy.yaml"
+  audit_flags=(--audit-policy-file="$CP_STATE/audit-policy.yaml" --audit-log-path="$CP_STATE/logs/audit.log")
+fi
+start kube-apiserver "${audit_flags[@]}" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --bind-address=127.0.0.1 --secure-port="$API_PORT" --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
   --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" --client-ca-file="$pki/ca.crt" \
   --cert-dir="$pki" --service-account-issuer="https://127.0.0.1:$API_PORT" \
