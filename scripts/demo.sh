@@ -37,7 +37,7 @@ show "podinfo before fledge"
 
 echo
 echo "== starting fledge controller (log: $log)"
-KUBECONFIG=$kubeconfig "$root/target/debug/fledge" controller --min-interval 3s >"$log" 2>&1 &
+"$root/target/debug/fledge" controller --kubeconfig "$kubeconfig" --min-interval 3s >"$log" 2>&1 &
 controller_pid=$!
 kc apply -f "$root/examples/podinfo/canary.yaml" >/dev/null
 

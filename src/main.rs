@@ -24,6 +24,9 @@ enum Command {
         /// Watch only this namespace.
         #[arg(long, env = "FLEDGE_NAMESPACE")]
         namespace: Option<String>,
+        /// Kubeconfig file; default: KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions fledge installs, as YAML.
     Crds,
@@ -67,10 +70,23 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-fn controller(min_interval: std::time::Duration, namespace: Option<String>) -> anyhow::Result<()> {
+fn controller(
+    min_interval: std::time::Duration,
+    namespace: Option<String>,
+    kubeconfig: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let client = kube::Client::try_default().await?;
+        let client = match kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(&path)?;
+                let config =
+                    kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                        .await?;
+                kube::Client::try_from(config)?
+            }
+            None => kube::Client::try_default().await?,
+        };
         let engine = fledge::policy::PolicyEngine::new(
             fledge::policy::Limits::default(),
             policy::default_cache_dir(),
@@ -94,7 +110,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller {
             min_interval,
             namespace,
-        } => controller(min_interval, namespace)?,
+            kubeconfig,
+        } => {
+            controller(min_interval, namespace, kubeconfig)?;
+        }
         Command::Crds => print!("{}", fledge::api::crds_yaml()?),
         Command::Policy(PolicyCommand::Eval { source, world, input }) => {
             let text = if input.as_os_str() == "-" {

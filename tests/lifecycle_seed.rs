@@ -118,3 +118,52 @@ async fn seed_story_initialises_walks_20_40_60_and_promotes() {
     }
     controller.abort();
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn the_targets_autoscaler_is_copied_for_the_primary() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use kube::api::PostParams;
+
+    let ns = TestNamespace::create("hpa").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "minReplicas": 2, "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+        }
+    }))
+    .expect("hpa");
+    ns.api::<HorizontalPodAutoscaler>()
+        .create(&PostParams::default(), &hpa)
+        .await
+        .expect("create hpa");
+    let controller = start_controller(&ns.client, &ns.name);
+    let canary = json!({
+        "apiVersion": "fledge.dev/v1alpha1", "kind": "Canary", "metadata": {"name": "podinfo"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "autoscalerRef": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {"interval": "1s", "stepWeight": 20}
+        }
+    });
+    let canary: fledge::api::Canary = serde_json::from_value(canary).expect("canary");
+    ns.api::<fledge::api::Canary>()
+        .create(&PostParams::default(), &canary)
+        .await
+        .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let copy = ns
+        .api::<HorizontalPodAutoscaler>()
+        .get("podinfo-primary")
+        .await
+        .expect("primary hpa");
+    let spec = copy.spec.expect("spec");
+    assert_eq!(spec.scale_target_ref.name, "podinfo-primary");
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 4));
+    controller.abort();
+}

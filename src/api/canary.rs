@@ -304,21 +304,8 @@ pub struct PolicyRef {
     pub config: Option<serde_json::Value>,
 }
 
-/// Where a rollout stands.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum Phase {
-    Initializing,
-    Initialized,
-    Waiting,
-    Progressing,
-    WaitingPromotion,
-    Promoting,
-    Finalising,
-    Succeeded,
-    Failed,
-    Terminating,
-    Terminated,
-}
+/// Where a rollout stands: the same phases the policy contract speaks of.
+pub use crate::policy::types::Phase;
 
 /// Observed state of a Canary, written by fledge only.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]

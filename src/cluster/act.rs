@@ -2,11 +2,13 @@
 //! manager (or a scale patch for the user's own target), so repeating an action changes nothing.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
+use super::hpa::primary_hpa;
 use super::observe::Snapshot;
 use super::services::{Role, service};
 use super::workload::primary_deployment;
@@ -23,6 +25,10 @@ pub struct Actor<'a> {
     pub service: &'a CanaryService,
     pub snapshot: &'a Snapshot,
     pub owner: OwnerReference,
+    /// `spec.autoscalerRef.name`: the target's HPA, copied for the primary.
+    pub autoscaler: Option<&'a str>,
+    /// `spec.analysis.match`: A/B testing routes.
+    pub analysis_match: Option<&'a Vec<serde_json::Value>>,
 }
 
 impl std::fmt::Debug for Actor<'_> {
@@ -58,7 +64,13 @@ impl Actor<'_> {
             Action::EnsureServices => self.write_services().await?,
             Action::Route { primary, canary } => {
                 IstioRouter::new(self.client.clone(), self.namespace)
-                    .route(self.spec, self.service, (*primary, *canary), &self.owner)
+                    .route(
+                        self.spec,
+                        self.service,
+                        self.analysis_match,
+                        (*primary, *canary),
+                        &self.owner,
+                    )
                     .await?;
             }
             Action::ScaleTarget { replicas } => {
@@ -102,6 +114,20 @@ impl Actor<'_> {
                 &Patch::Apply(&primary),
             )
             .await?;
+        self.copy_autoscaler().await
+    }
+
+    /// Applies `<hpa>-primary` for the primary when the Canary names an autoscaler that exists.
+    async fn copy_autoscaler(&self) -> Result<(), ClusterError> {
+        let Some(name) = self.autoscaler else {
+            return Ok(());
+        };
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.namespace);
+        if let Some(hpa) = hpas.get_opt(name).await? {
+            let copy = primary_hpa(&hpa, &self.spec.target, self.owner.clone());
+            hpas.patch(&primary_name(name), &Self::apply_params(), &Patch::Apply(&copy))
+                .await?;
+        }
         Ok(())
     }
 

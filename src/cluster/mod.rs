@@ -3,6 +3,7 @@
 //! apply under fledge's field manager, so every action is idempotent.
 
 pub mod act;
+pub mod hpa;
 pub mod observe;
 pub mod services;
 pub mod workload;

@@ -154,6 +154,8 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         service: &canary.spec.service,
         snapshot: &snapshot,
         owner: owner_reference(&canary),
+        autoscaler: canary.spec.autoscaler_ref.as_ref().map(|a| a.name.as_str()),
+        analysis_match: canary.spec.analysis.as_ref().and_then(|a| a.match_.as_ref()),
     };
     for action in &decided.actions {
         match action {

@@ -467,3 +467,42 @@ fn the_weight_in_the_virtual_service_is_the_source_of_truth() {
     );
     assert_eq!(t.state.canary_weight, 60);
 }
+
+#[test]
+fn ab_testing_sends_matched_requests_to_the_canary_then_promotes_after_its_iterations() {
+    struct Iterations(u32);
+    impl Judge for Iterations {
+        fn step(&mut self, r: &Rollout) -> Result<StepDecision, PolicyError> {
+            Ok(match r.phase {
+                PolicyPhase::Promoting => StepDecision::SetWeight { weight: 0 },
+                _ if r.iterations < self.0 => StepDecision::Iterate,
+                _ => StepDecision::Promote,
+            })
+        }
+        fn gate(&mut self, _: &Rollout, _: GateKind) -> Result<GateDecision, PolicyError> {
+            Ok(GateDecision::Open)
+        }
+        fn analyse(&mut self, _: &Rollout) -> Result<(Verdict, String), PolicyError> {
+            Ok((Verdict::Pass, String::new()))
+        }
+    }
+    let spec = spec(serde_json::json!({
+        "interval": "10s", "threshold": 2, "iterations": 2,
+        "match": [{"headers": {"x-canary": {"exact": "insider"}}}]
+    }));
+    assert!(spec.has_match);
+    let mut judge = Iterations(2);
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(0, "r2"),
+        &observed("r2"),
+        &mut judge,
+    );
+    assert_eq!((route(&t), t.state.iterations), (Some((0, 100)), 1));
+    let t = tick(&id(), &spec, &t.state, &observed("r2"), &mut judge);
+    assert_eq!((route(&t), t.state.iterations), (Some((0, 100)), 2));
+    let t = tick(&id(), &spec, &t.state, &observed("r2"), &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Promoting));
+    assert!(has(&t, &Action::PromotePrimary));
+}

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use crate::api::{Phase, ValidSpec};
 use crate::policy::PolicyError;
-use crate::policy::types::{
-    AnalysisSettings, GateDecision, GateKind, Phase as PolicyPhase, Rollout, StepDecision, Verdict,
-};
+use crate::policy::types::{AnalysisSettings, GateDecision, GateKind, Rollout, StepDecision, Verdict};
 
 use super::facts::Observed;
 
@@ -292,6 +290,11 @@ impl Ticker<'_> {
                 );
             }
             StepDecision::Iterate => {
+                if self.spec.has_match && weight == 0 {
+                    // A/B testing: requests matching `analysis.match` all go to the canary for the analysis.
+                    self.route(100);
+                    self.out.state.canary_weight = 100;
+                }
                 let s = &mut self.out.state;
                 s.iterations += 1;
                 let (done, of) = (s.iterations, self.spec.iterations.unwrap_or_default());
@@ -456,7 +459,7 @@ impl Ticker<'_> {
         Rollout {
             name: self.id.name.clone(),
             namespace: self.id.namespace.clone(),
-            phase: policy_phase(s.phase.unwrap_or(Phase::Initializing)),
+            phase: s.phase.unwrap_or(Phase::Initializing),
             canary_weight: weight,
             iterations: s.iterations,
             failed_checks: s.failed_checks,
@@ -486,22 +489,6 @@ impl Ticker<'_> {
             reason: "Synced",
             message,
         });
-    }
-}
-
-fn policy_phase(p: Phase) -> PolicyPhase {
-    match p {
-        Phase::Initializing => PolicyPhase::Initializing,
-        Phase::Initialized => PolicyPhase::Initialized,
-        Phase::Waiting => PolicyPhase::Waiting,
-        Phase::Progressing => PolicyPhase::Progressing,
-        Phase::WaitingPromotion => PolicyPhase::WaitingPromotion,
-        Phase::Promoting => PolicyPhase::Promoting,
-        Phase::Finalising => PolicyPhase::Finalising,
-        Phase::Succeeded => PolicyPhase::Succeeded,
-        Phase::Failed => PolicyPhase::Failed,
-        Phase::Terminating => PolicyPhase::Terminating,
-        Phase::Terminated => PolicyPhase::Terminated,
     }
 }
 

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The Canary's phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The Canary's phase (also the CRD's `status.phase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "PascalCase")]
 pub enum Phase {
     Initializing,

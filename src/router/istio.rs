@@ -24,6 +24,7 @@ fn resource(kind: &str) -> ApiResource {
 pub fn virtual_service(
     spec: &ValidSpec,
     svc: &CanaryService,
+    analysis_match: Option<&Vec<Value>>,
     weights: (u32, u32),
     owner: &OwnerReference,
     existing: Option<&DynamicObject>,
@@ -76,7 +77,19 @@ pub fn virtual_service(
         }
         None => metadata["ownerReferences"] = json!([owner]),
     }
-    let mut spec_json = json!({"hosts": hosts, "http": [http]});
+    // A/B testing: the matched route carries the weights, everything else stays on the primary.
+    let routes = match analysis_match.filter(|m| !m.is_empty()) {
+        Some(ab) => {
+            let mut matched = http.clone();
+            matched["match"] = json!(ab);
+            let mut rest = http;
+            rest["route"][0]["weight"] = json!(100);
+            rest["route"][1]["weight"] = json!(0);
+            vec![matched, rest]
+        }
+        None => vec![http],
+    };
+    let mut spec_json = json!({"hosts": hosts, "http": routes});
     if !svc.delegation {
         spec_json["gateways"] = json!(gateways);
     } else {
@@ -159,6 +172,7 @@ impl IstioRouter {
         &self,
         spec: &ValidSpec,
         svc: &CanaryService,
+        analysis_match: Option<&Vec<Value>>,
         weights: (u32, u32),
         owner: &OwnerReference,
     ) -> Result<(), ClusterError> {
@@ -173,7 +187,7 @@ impl IstioRouter {
                 .await?;
         }
         let existing = self.virtual_service(&spec.service).await?;
-        let vs = virtual_service(spec, svc, weights, owner, existing.as_ref());
+        let vs = virtual_service(spec, svc, analysis_match, weights, owner, existing.as_ref());
         self.virtual_services
             .patch(&spec.service, &params, &Patch::Apply(&vs))
             .await?;
@@ -207,7 +221,7 @@ mod tests {
     #[test]
     fn defaults_to_the_mesh_gateway_and_the_apex_host_with_both_weights_written() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
-        let vs = virtual_service(&spec, &svc, (100, 0), &owner, None);
+        let vs = virtual_service(&spec, &svc, None, (100, 0), &owner, None);
         assert_eq!(vs["spec"]["hosts"], json!(["podinfo"]));
         assert_eq!(vs["spec"]["gateways"], json!(["mesh"]));
         assert_eq!(
@@ -228,7 +242,7 @@ mod tests {
             "match": [{"uri": {"prefix": "/"}}], "headers": {"request": {"add": {"x-a": "b"}}},
             "corsPolicy": {"allowOrigins": [{"exact": "https://example.com"}]}
         }));
-        let vs = virtual_service(&spec, &svc, (80, 20), &owner, None);
+        let vs = virtual_service(&spec, &svc, None, (80, 20), &owner, None);
         let http = &vs["spec"]["http"][0];
         assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
         assert_eq!(
@@ -254,7 +268,7 @@ mod tests {
             "spec": {"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]}
         }))
         .expect("vs");
-        let vs = virtual_service(&spec, &svc, (100, 0), &owner, Some(&user));
+        let vs = virtual_service(&spec, &svc, None, (100, 0), &owner, Some(&user));
         assert!(vs["metadata"].get("ownerReferences").is_none());
         let original: Value = serde_json::from_str(
             vs["metadata"]["annotations"][ORIGINAL_CONFIGURATION]
@@ -266,10 +280,35 @@ mod tests {
     }
 
     #[test]
+    fn ab_testing_routes_matched_requests_by_weight_and_the_rest_to_the_primary() {
+        let (spec, svc, owner) = fixtures(json!({"port": 9898}));
+        let ab = vec![json!({"headers": {"x-canary": {"exact": "insider"}}})];
+        let vs = virtual_service(&spec, &svc, Some(&ab), (0, 100), &owner, None);
+        let http = vs["spec"]["http"].as_array().expect("routes");
+        assert_eq!(http.len(), 2);
+        assert_eq!(http[0]["match"][0]["headers"]["x-canary"]["exact"], "insider");
+        assert_eq!(
+            (
+                http[0]["route"][0]["weight"].as_u64(),
+                http[0]["route"][1]["weight"].as_u64()
+            ),
+            (Some(0), Some(100))
+        );
+        assert!(http[1].get("match").is_none());
+        assert_eq!(
+            (
+                http[1]["route"][0]["weight"].as_u64(),
+                http[1]["route"][1]["weight"].as_u64()
+            ),
+            (Some(100), Some(0))
+        );
+    }
+
+    #[test]
     fn reads_the_canary_weight_back() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
         let vs: DynamicObject =
-            serde_json::from_value(virtual_service(&spec, &svc, (60, 40), &owner, None)).expect("vs");
+            serde_json::from_value(virtual_service(&spec, &svc, None, (60, 40), &owner, None)).expect("vs");
         assert_eq!(canary_weight(&vs, "podinfo"), Some(40));
     }
 }

@@ -17,7 +17,7 @@ pub async fn client() -> Client {
         std::env::var_os("KUBECONFIG").is_some(),
         "KUBECONFIG is not set: integration tests need the local plane (make controlplane-up, or make test)"
     );
-    ::fledge::telemetry::init_logging();
+    ::fledge::telemetry::init_logging_at("warn");
     Client::try_default().await.expect("kube client from KUBECONFIG")
 }
 
