@@ -6,6 +6,7 @@ pub mod act;
 pub mod hpa;
 pub mod observe;
 pub mod services;
+pub mod teardown;
 pub mod workload;
 
 use thiserror::Error;

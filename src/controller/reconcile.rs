@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
@@ -17,6 +17,7 @@ use super::status::{condition, set_condition, state_of, with_state};
 use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, validate_with};
 use crate::cluster::act::Actor;
 use crate::cluster::observe::{Snapshot, observe};
+use crate::cluster::teardown::{Teardown, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER};
 use crate::lifecycle::{Action, CanaryId, EventKind, State, tick};
 use crate::policy::{Grants, PolicyComponent, PolicyEngine, PolicyError, read_source};
@@ -99,6 +100,15 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         name: canary.name_any(),
         namespace: namespace.clone(),
     };
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    if canary.meta().deletion_timestamp.is_some() {
+        return finish_deletion(&ctx, &api, &canary, &namespace).await;
+    }
+    if !canary.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = canary.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        set_finalizers(&api, &canary, finalizers).await?;
+    }
     let status = canary.status.as_ref();
     let generation = canary.meta().generation;
 
@@ -197,6 +207,68 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     Ok(decided
         .requeue
         .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// Held on every Canary fledge manages, so deletion waits for the revert.
+pub const FINALIZER: &str = "fledge.dev/finalizer";
+
+/// How often to look again while a teardown waits for the target.
+const TEARDOWN_POLL: Duration = Duration::from_secs(2);
+
+/// Restores the app (unless `revertOnDeletion: false`), then releases the Canary to garbage collection.
+async fn finish_deletion(
+    ctx: &Context,
+    api: &Api<Canary>,
+    canary: &Canary,
+    namespace: &str,
+) -> Result<Requeue, ReconcileError> {
+    if !canary.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Requeue::await_change());
+    }
+    // An invalid spec never created anything to restore.
+    if let Ok(spec) = validate_with(&canary.spec, ctx.options.min_interval) {
+        match teardown(&ctx.client, namespace, &spec, &owner_reference(canary)).await? {
+            Teardown::Waiting(why) => {
+                tracing::info!("teardown: {why}");
+                let mut s = canary.status.clone().unwrap_or_default();
+                if s.phase != Some(Phase::Terminating) {
+                    s.phase = Some(Phase::Terminating);
+                    s.last_transition_time = Some(Time(Timestamp::now()));
+                    write_status(ctx, canary, canary.status.as_ref(), s).await?;
+                }
+                return Ok(Requeue::requeue(TEARDOWN_POLL));
+            }
+            Teardown::Done => {
+                let message = format!(
+                    "Terminated canary {}.{namespace}: target and routing restored",
+                    canary.name_any()
+                );
+                publish(ctx, canary, EventKind::Normal, "Synced", message).await;
+            }
+        }
+    }
+    let remaining: Vec<String> = canary
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(api, canary, remaining).await?;
+    Ok(Requeue::await_change())
+}
+
+/// Replaces the finalizer list, guarded by the resourceVersion we read.
+async fn set_finalizers(
+    api: &Api<Canary>,
+    canary: &Canary,
+    finalizers: Vec<String>,
+) -> Result<(), ReconcileError> {
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": canary.resource_version()},
+    });
+    api.patch(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 /// While a rollout is in flight, analysis runs once per interval however many events arrive; a new revision

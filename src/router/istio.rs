@@ -162,6 +162,11 @@ impl IstioRouter {
         }
     }
 
+    /// The VirtualServices API of this namespace.
+    pub fn virtual_services(&self) -> &Api<DynamicObject> {
+        &self.virtual_services
+    }
+
     /// The VirtualService named `name`, if any.
     pub async fn virtual_service(&self, name: &str) -> Result<Option<DynamicObject>, ClusterError> {
         Ok(self.virtual_services.get_opt(name).await?)

@@ -1,0 +1,116 @@
+//! Deleting a Canary without losing traffic (fledge reverts by default; Flagger loses traffic here):
+//! scale the target back to the primary's replicas and wait until it serves, point the apex Service back at
+//! the target's pods, restore or remove the VirtualService — and only then let the primary and the
+//! generated objects go (the caller removes the finalizer; garbage collection deletes what the Canary owns).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::services::{ORIGINAL_SELECTOR, original_selector};
+use super::workload::{reading, selector_label};
+use super::{ClusterError, primary_name};
+use crate::api::ValidSpec;
+use crate::router::istio::{IstioRouter, ORIGINAL_CONFIGURATION};
+
+/// Where a teardown stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Teardown {
+    /// Everything is restored; the finalizer may go.
+    Done,
+    /// Waiting for the target to serve again.
+    Waiting(String),
+}
+
+/// One step of the teardown; call again until it is `Done`.
+pub async fn teardown(
+    client: &Client,
+    namespace: &str,
+    spec: &ValidSpec,
+    owner: &OwnerReference,
+) -> Result<Teardown, ClusterError> {
+    if !spec.revert_on_deletion {
+        // Flagger's old behaviour, on request: leave everything to garbage collection.
+        return Ok(Teardown::Done);
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Some(target) = deployments.get_opt(&spec.target).await? else {
+        return Ok(Teardown::Done);
+    };
+    let label = selector_label(&target)?;
+    let primary = deployments.get_opt(&primary_name(&spec.target)).await?;
+    let wanted = primary.as_ref().map_or(1, |p| reading(p).replicas).max(1);
+    let current = reading(&target);
+    if current.replicas < wanted {
+        let patch = json!({"spec": {"replicas": wanted}});
+        deployments
+            .patch_scale(&spec.target, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        return Ok(Teardown::Waiting(format!(
+            "scaling {} back to {wanted} replicas",
+            spec.target
+        )));
+    }
+    if !current.ready {
+        return Ok(Teardown::Waiting(format!(
+            "waiting for {} to be ready",
+            spec.target
+        )));
+    }
+
+    // The target serves: give the apex Service back to it.
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    if let Some(apex) = services.get_opt(&spec.service).await?
+        && !owned(apex.metadata.owner_references.as_deref(), owner)
+    {
+        let original = original_selector(&apex, &label);
+        let mut selector: serde_json::Map<String, Value> =
+            original.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        if !original.contains_key(&label.0) {
+            selector.insert(label.0.clone(), Value::Null);
+        }
+        let patch = json!({
+            "metadata": {"annotations": {ORIGINAL_SELECTOR: null}},
+            "spec": {"selector": selector},
+        });
+        services
+            .patch(&spec.service, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+
+    // Routing: a VirtualService the user had gets its spec back; the one fledge made goes now, so the mesh
+    // falls back to the apex Service before the primary's Service disappears.
+    let router = IstioRouter::new(client.clone(), namespace);
+    if let Some(mut vs) = router.virtual_service(&spec.service).await? {
+        let original = vs
+            .metadata
+            .annotations
+            .as_mut()
+            .and_then(|a| a.remove(ORIGINAL_CONFIGURATION));
+        match original.and_then(|text| serde_json::from_str::<Value>(&text).ok()) {
+            Some(original_spec) => {
+                vs.data["spec"] = original_spec;
+                vs.metadata.managed_fields = None;
+                router
+                    .virtual_services()
+                    .replace(&spec.service, &PostParams::default(), &vs)
+                    .await?;
+            }
+            None if owned(vs.metadata.owner_references.as_deref(), owner) => {
+                router
+                    .virtual_services()
+                    .delete(&spec.service, &DeleteParams::default())
+                    .await?;
+            }
+            None => {}
+        }
+    }
+    Ok(Teardown::Done)
+}
+
+fn owned(refs: Option<&[OwnerReference]>, owner: &OwnerReference) -> bool {
+    refs.into_iter().flatten().any(|o| o.uid == owner.uid)
+}
