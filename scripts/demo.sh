@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The seed story, live on a real local control plane: a Canary initialises podinfo, podinfo:3.1.1 is
-# shipped, and the weights walk 0 → 20 → 40 → 60 until the primary is promoted. The plane and the
-# controller stop when the script ends, whatever happens.
+# shipped, the weights walk 0 → 20 → 40 → 60 until the primary is promoted, and deleting the Canary restores
+# podinfo (its replicas, the Service's selector). The plane and the controller stop when the script ends.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -24,7 +24,7 @@ show() {
   kc -n test get canary podinfo 2>/dev/null || true
   kc -n test get deployments -o custom-columns='DEPLOYMENT:.metadata.name,IMAGE:.spec.template.spec.containers[0].image,REPLICAS:.spec.replicas,READY:.status.readyReplicas'
   kc -n test get services -o custom-columns='SERVICE:.metadata.name,SELECTOR:.spec.selector'
-  kc -n test get virtualservice podinfo -o jsonpath='{range .spec.http[0].route[*]}{"VirtualService podinfo → "}{.destination.host}{" weight "}{.weight}{"\n"}{end}' 2>/dev/null || echo "VirtualService podinfo: none yet"
+  kc -n test get virtualservice podinfo -o jsonpath='{range .spec.http[0].route[*]}{"VirtualService podinfo → "}{.destination.host}{" weight "}{.weight}{"\n"}{end}' 2>/dev/null || echo "VirtualService podinfo: none"
 }
 
 echo "== installing the Canary CRD and the seed story's podinfo (kubeconfig: $kubeconfig)"
@@ -75,5 +75,13 @@ echo
 rss_kib=$(ps -o rss= -p "$controller_pid" 2>/dev/null || echo 0)
 echo "fledge controller RSS: $((rss_kib / 1024)) MiB"
 echo "The primary now runs podinfo:3.1.1, the target is back at 0 and all traffic goes to the primary."
-echo "Deleting the Canary with a full restore (target replicas, apex selector) arrives with the teardown issue."
+
+echo
+echo "== deleting the Canary: fledge scales podinfo back up and points the Service at it before the primary goes"
+kc -n test delete canary podinfo --timeout=120s >/dev/null
+for _ in $(seq 1 60); do
+  [ -z "$(kc -n test get deployment podinfo-primary --ignore-not-found -o name)" ] && break
+  sleep 0.5
+done
+show "after deleting the Canary"
 echo "Demo took $((SECONDS - started)) s."
