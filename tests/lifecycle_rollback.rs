@@ -79,25 +79,13 @@ async fn failing_analysis_rolls_back_and_only_a_newer_revision_is_tried() {
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn a_new_revision_mid_analysis_restarts_it_at_weight_zero() {
-    let ns = TestNamespace::create("restart").await;
-    install_crds(&ns.client).await;
-    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
-    let controller = start_controller(&ns.client, &ns.name);
-    create_canary(
-        &ns,
+    let (ns, controller) = initialized_podinfo(
+        "restart",
         json!({"interval": "3s", "threshold": 2, "stepWeight": 20, "maxWeight": 100}),
     )
-    .await
-    .expect("create canary");
-    wait_phase(&ns, Phase::Initialized, LIMIT).await;
-    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
-    support::eventually("canary at 40", LIMIT, || async {
-        match weights(&ns).await {
-            Some((60, 40)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
     .await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_weights(&ns, (60, 40)).await;
     let before = status(&ns).await.last_applied_spec;
     set_image(&ns, "stefanprodan/podinfo:3.1.2").await;
     support::eventually("analysis restarted at 0", Duration::from_secs(10), || async {

@@ -146,17 +146,11 @@ async fn delete_and_check_restored(ns: &TestNamespace) {
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn deleting_an_initialized_canary_restores_target_replicas_and_service_selector() {
-    let ns = TestNamespace::create("del-init").await;
-    install_crds(&ns.client).await;
-    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
-    let controller = start_controller(&ns.client, &ns.name);
-    create_canary(
-        &ns,
+    let (ns, controller) = initialized_podinfo(
+        "del-init",
         json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
     )
-    .await
-    .expect("canary");
-    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    .await;
     delete_and_check_restored(&ns).await;
     assert_eq!(
         weights(&ns).await,
@@ -169,25 +163,13 @@ async fn deleting_an_initialized_canary_restores_target_replicas_and_service_sel
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn deleting_a_canary_at_40_percent_restores_the_app_without_losing_endpoints() {
-    let ns = TestNamespace::create("del-prog").await;
-    install_crds(&ns.client).await;
-    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
-    let controller = start_controller(&ns.client, &ns.name);
-    create_canary(
-        &ns,
+    let (ns, controller) = initialized_podinfo(
+        "del-prog",
         json!({"interval": "3s", "threshold": 2, "stepWeight": 20, "maxWeight": 100}),
     )
-    .await
-    .expect("canary");
-    wait_phase(&ns, Phase::Initialized, LIMIT).await;
-    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
-    support::eventually("canary at 40", LIMIT, || async {
-        match weights(&ns).await {
-            Some((60, 40)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
     .await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_weights(&ns, (60, 40)).await;
     delete_and_check_restored(&ns).await;
     controller.abort();
 }

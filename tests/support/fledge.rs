@@ -179,3 +179,33 @@ pub async fn set_image_of(ns: &TestNamespace, name: &str, image: &str) {
         .await
         .expect("set image");
 }
+
+/// A fresh namespace with the CRD, podinfo 3.1.0, fledge running for it, and a Canary with `analysis`
+/// that has reached Initialized.
+pub async fn initialized_podinfo(
+    prefix: &str,
+    analysis: serde_json::Value,
+) -> (TestNamespace, tokio::task::JoinHandle<()>) {
+    let ns = TestNamespace::create(prefix).await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(&ns, analysis).await.expect("create canary");
+    wait_phase(&ns, Phase::Initialized, Duration::from_secs(90)).await;
+    (ns, controller)
+}
+
+/// Waits until the VirtualService routes `(primary, canary)`.
+pub async fn wait_weights(ns: &TestNamespace, expected: (i64, i64)) {
+    eventually(
+        &format!("weights {expected:?}"),
+        Duration::from_secs(90),
+        || async {
+            match weights(ns).await {
+                Some(w) if w == expected => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
