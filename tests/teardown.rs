@@ -211,3 +211,31 @@ async fn a_virtual_service_that_existed_before_fledge_gets_its_spec_back() {
     assert_eq!(back.data["spec"], original);
     controller.abort();
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn deleting_a_canary_while_promoting_restores_the_app_without_losing_endpoints() {
+    let analysis = json!({"interval": "3s", "threshold": 2, "stepWeight": 50, "maxWeight": 50});
+    let (ns, controller) = initialized_podinfo("del-promo", analysis).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_phase(&ns, Phase::Promoting, LIMIT).await;
+    delete_and_check_restored(&ns).await;
+    assert_eq!(
+        image(&ns, "podinfo").await.as_deref(),
+        Some("stefanprodan/podinfo:3.1.1")
+    );
+    controller.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn deleting_a_failed_canary_restores_the_app_without_losing_endpoints() {
+    let failing = format!("{}/fledge_policy_scripted.wasm", env!("FLEDGE_POLICY_OUT_DIR"));
+    let analysis = json!({"interval": "1s", "threshold": 2, "stepWeight": 20,
+        "policy": {"component": failing, "config": "fail"}});
+    let (ns, controller) = initialized_podinfo("del-failed", analysis).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_phase(&ns, Phase::Failed, LIMIT).await;
+    delete_and_check_restored(&ns).await;
+    controller.abort();
+}
