@@ -93,7 +93,7 @@ async fn delete_and_check_restored(ns: &TestNamespace) {
     })
     .await;
     support::eventually(
-        "primary and generated objects garbage-collected",
+        "no fledge object left (primary, -primary/-canary Services, DestinationRules, config copies)",
         LIMIT,
         || async {
             let deployments = ns
@@ -106,12 +106,25 @@ async fn delete_and_check_restored(ns: &TestNamespace) {
                 .list(&ListParams::default())
                 .await
                 .map_err(|e| e.to_string())?;
+            let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule");
+            let rules: Api<DynamicObject> =
+                Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk));
+            let rules = rules
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let config_maps = ns
+                .api::<k8s_openapi::api::core::v1::ConfigMap>()
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
             let names: Vec<String> = deployments
                 .items
                 .iter()
-                .chain(std::iter::empty())
                 .filter_map(|d| d.metadata.name.clone())
                 .chain(services.items.iter().filter_map(|s| s.metadata.name.clone()))
+                .chain(rules.items.iter().filter_map(|r| r.metadata.name.clone()))
+                .chain(config_maps.items.iter().filter_map(|c| c.metadata.name.clone()))
                 .collect();
             if names
                 .iter()
