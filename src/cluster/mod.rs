@@ -46,3 +46,16 @@ impl ClusterError {
         }
     }
 }
+
+/// The Canary owner reference the builders' unit tests use.
+#[cfg(test)]
+pub(crate) fn test_owner(uid: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "fledge.dev/v1alpha1".into(),
+        kind: "Canary".into(),
+        name: "podinfo".into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}

@@ -238,14 +238,7 @@ mod tests {
     }
 
     fn owner() -> OwnerReference {
-        OwnerReference {
-            api_version: "fledge.dev/v1alpha1".into(),
-            kind: "Canary".into(),
-            name: "podinfo".into(),
-            uid: "u".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
+        crate::cluster::test_owner("u")
     }
 
     #[test]

@@ -212,14 +212,7 @@ mod tests {
             "analysis": {"stepWeight": 20}
         }))
         .expect("spec");
-        let owner = OwnerReference {
-            api_version: "fledge.dev/v1alpha1".into(),
-            kind: "Canary".into(),
-            name: "podinfo".into(),
-            uid: "uid-1".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        };
+        let owner = crate::cluster::test_owner("uid-1");
         (validate(&spec).expect("valid"), spec.service, owner)
     }
 
