@@ -4,14 +4,14 @@
 //! generated objects go (the caller removes the finalizer; garbage collection deletes what the Canary owns).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::services::{ORIGINAL_SELECTOR, original_selector};
-use super::workload::{reading, selector_label};
+use super::workload::{pod_selector, reading, selector_label, serving_pods};
 use super::{ClusterError, primary_name};
 use crate::api::ValidSpec;
 use crate::router::istio::{IstioRouter, ORIGINAL_CONFIGURATION};
@@ -54,9 +54,19 @@ pub async fn teardown(
             spec.target
         )));
     }
-    if !current.ready {
+    let serving = match pod_selector(&target) {
+        Some(selector) => {
+            let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+                .list(&ListParams::default().labels(&selector))
+                .await?;
+            serving_pods(&pods.items)
+        }
+        None => 0,
+    };
+    // Both: the Deployment status alone can still count pods of a scale-down that are going away.
+    if !current.ready || serving < usize::try_from(wanted).unwrap_or(usize::MAX) {
         return Ok(Teardown::Waiting(format!(
-            "waiting for {} to be ready",
+            "waiting for {} to be ready ({serving}/{wanted} pods serving)",
             spec.target
         )));
     }

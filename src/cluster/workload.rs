@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
@@ -47,6 +47,42 @@ pub fn reading(d: &Deployment) -> Workload {
         ready,
         stalled,
     }
+}
+
+/// The Deployment's pod selector as a label-selector query (`app=podinfo,tier in (web)`).
+pub fn pod_selector(d: &Deployment) -> Option<String> {
+    let selector = &d.spec.as_ref()?.selector;
+    let mut terms: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        terms.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            _ => return None,
+        });
+    }
+    (!terms.is_empty()).then(|| terms.join(","))
+}
+
+/// Pods that a Service would send traffic to right now: Ready and not terminating. A Deployment's status
+/// can say "ready" from before a scale-down whose pods are still going away; pods cannot.
+pub fn serving_pods(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count()
 }
 
 /// The ConfigMaps and Secrets a pod template references: `configmap/<name>`, `secret/<name>`.
@@ -335,5 +371,40 @@ mod tests {
         d.status.as_mut().expect("status").observed_generation = Some(1);
         d.status.as_mut().expect("status").available_replicas = Some(3);
         assert!(!reading(&d).ready, "the controller has not seen the latest spec");
+    }
+
+    #[test]
+    fn pod_selector_renders_labels_and_expressions() {
+        let mut d = target();
+        assert_eq!(pod_selector(&d).as_deref(), Some("app=podinfo"));
+        d.spec.as_mut().expect("spec").selector.match_expressions =
+            serde_json::from_value(serde_json::json!([
+                {"key": "tier", "operator": "In", "values": ["web", "api"]},
+                {"key": "legacy", "operator": "DoesNotExist"}
+            ]))
+            .ok();
+        assert_eq!(
+            pod_selector(&d).as_deref(),
+            Some("app=podinfo,tier in (web,api),!legacy")
+        );
+    }
+
+    #[test]
+    fn terminating_or_unready_pods_do_not_serve() {
+        let pod = |ready: &str, terminating: bool| -> Pod {
+            let mut p: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]}
+            }))
+            .expect("pod");
+            if terminating {
+                p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+            }
+            p
+        };
+        let pods = [pod("True", false), pod("True", true), pod("False", false)];
+        assert_eq!(serving_pods(&pods), 1);
     }
 }
