@@ -27,6 +27,9 @@ enum Command {
         /// Kubeconfig file; default: KUBECONFIG, ~/.kube/config, or the in-cluster service account.
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+        /// Prometheus URL for canaries without spec.metricsServer (Flagger's -metrics-server).
+        #[arg(long, env = "FLEDGE_METRICS_SERVER")]
+        metrics_server: Option<String>,
     },
     /// Print the CustomResourceDefinitions fledge installs, as YAML.
     Crds,
@@ -74,6 +77,7 @@ fn controller(
     min_interval: std::time::Duration,
     namespace: Option<String>,
     kubeconfig: Option<PathBuf>,
+    metrics_server: Option<String>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -91,13 +95,20 @@ fn controller(
             fledge::policy::Limits::default(),
             policy::default_cache_dir(),
         )?;
-        tracing::info!(?min_interval, ?namespace, "fledge controller starting");
+        tracing::info!(
+            ?min_interval,
+            ?namespace,
+            ?metrics_server,
+            "fledge controller starting"
+        );
         fledge::controller::run(
             client,
             engine,
             fledge::controller::Options {
                 min_interval,
                 namespace,
+                metrics_server,
+                ..Default::default()
             },
         )
         .await;
@@ -111,8 +122,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             min_interval,
             namespace,
             kubeconfig,
+            metrics_server,
         } => {
-            controller(min_interval, namespace, kubeconfig)?;
+            controller(min_interval, namespace, kubeconfig, metrics_server)?;
         }
         Command::Crds => print!("{}", fledge::api::crds_yaml()?),
         Command::Policy(PolicyCommand::Eval { source, world, input }) => {

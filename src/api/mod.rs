@@ -1,16 +1,25 @@
-//! The `Canary` custom resource (group `fledge.dev`): Flagger's Canary spec, plus the policy that judges it.
+//! The custom resources of group `fledge.dev`: `Canary` (Flagger's Canary spec, plus the policy that judges
+//! it) and `MetricTemplate`.
 
 mod canary;
+mod metric_template;
 mod schema;
 mod validate;
 
 pub use canary::*;
-pub use validate::{MIN_INTERVAL, SpecError, ValidSpec, validate, validate_with};
+pub use metric_template::*;
+pub use validate::{
+    MIN_INTERVAL, MetricSource, MetricSpec, SpecError, ValidSpec, WebhookSpec, parse_duration, validate,
+    validate_with,
+};
 
 use kube::CustomResourceExt;
 
 /// The CRD manifests fledge installs, as one multi-document YAML (what `fledge crds` prints).
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
-    // One document per CRD; Canary is the only one until MetricTemplate lands.
-    Ok(format!("---\n{}", serde_yaml::to_string(&Canary::crd())?))
+    Ok(format!(
+        "---\n{}---\n{}",
+        serde_yaml::to_string(&Canary::crd())?,
+        serde_yaml::to_string(&MetricTemplate::crd())?
+    ))
 }

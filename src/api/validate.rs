@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::canary::{CanaryAnalysis, CanarySpec};
+use std::collections::BTreeMap;
+
+use super::canary::{CanaryAnalysis, CanaryMetric, CanarySpec, CanaryWebhook, WebhookType};
 use crate::policy::BUILTIN_DEFAULT;
+use crate::policy::types::ThresholdRange;
 
 /// Flagger's floor for the analysis interval.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
@@ -28,6 +31,10 @@ pub enum SpecError {
     StepWeightsNotIncreasing(Vec<i32>),
     #[error("{field} must not be negative, got {value}")]
     Negative { field: &'static str, value: i32 },
+    #[error("metric {name}: {why}")]
+    BadMetric { name: String, why: String },
+    #[error("webhook {name}: {why}")]
+    BadWebhook { name: String, why: String },
 }
 
 impl SpecError {
@@ -40,6 +47,8 @@ impl SpecError {
             Self::StepWeightZero => "step_weight_zero",
             Self::StepWeightsNotIncreasing(_) => "step_weights_not_increasing",
             Self::Negative { .. } => "negative_value",
+            Self::BadMetric { .. } => "bad_metric",
+            Self::BadWebhook { .. } => "bad_webhook",
         }
     }
 }
@@ -69,6 +78,142 @@ pub struct ValidSpec {
     pub policy_source: String,
     /// The policy's config as JSON text ("{}" when unset).
     pub policy_config: String,
+    /// Prometheus for this canary (`spec.metricsServer`); the controller's default when `None`.
+    pub metrics_server: Option<String>,
+    pub metrics: Vec<MetricSpec>,
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+/// One metric check, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    pub name: String,
+    /// The PromQL range the query is rendered with (`1m`).
+    pub interval: String,
+    pub range: ThresholdRange,
+    pub source: MetricSource,
+}
+
+/// Where a metric's query comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricSource {
+    /// Flagger's built-in Istio checks, selected by name.
+    SuccessRate,
+    Duration,
+    /// An inline query (deprecated in Flagger, still accepted).
+    Query(String),
+    Template {
+        name: String,
+        namespace: Option<String>,
+        variables: BTreeMap<String, String>,
+    },
+}
+
+/// One webhook, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSpec {
+    pub name: String,
+    pub kind: WebhookType,
+    pub url: String,
+    pub timeout: Duration,
+    pub retries: u32,
+    /// Skip TLS verification (`disableTLS`).
+    pub insecure: bool,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Flagger's webhook timeout.
+const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_METRIC_INTERVAL: &str = "1m";
+
+fn metric(m: &CanaryMetric) -> Result<MetricSpec, SpecError> {
+    let bad = |why: String| SpecError::BadMetric {
+        name: m.name.clone(),
+        why,
+    };
+    let interval = m
+        .interval
+        .clone()
+        .unwrap_or_else(|| DEFAULT_METRIC_INTERVAL.into());
+    if parse_duration(&interval).is_none() {
+        return Err(bad(format!(
+            "interval {interval:?} is not a duration like 30s or 1m"
+        )));
+    }
+    let source = match (&m.template_ref, &m.query) {
+        (Some(t), _) => MetricSource::Template {
+            name: t.name.clone(),
+            namespace: t.namespace.clone(),
+            variables: m.template_variables.clone(),
+        },
+        (None, Some(q)) if !q.trim().is_empty() => MetricSource::Query(q.clone()),
+        _ => match m.name.as_str() {
+            "request-success-rate" => MetricSource::SuccessRate,
+            "request-duration" => MetricSource::Duration,
+            _ => {
+                return Err(bad(
+                    "has no templateRef or query and is not a built-in (request-success-rate, request-duration)"
+                        .into(),
+                ));
+            }
+        },
+    };
+    // The deprecated single threshold is a floor for the success rate and a ceiling for everything else.
+    let range = match (m.threshold_range, m.threshold) {
+        (Some(r), _) => ThresholdRange {
+            min: r.min,
+            max: r.max,
+        },
+        (None, Some(t)) if source == MetricSource::SuccessRate => ThresholdRange {
+            min: Some(t),
+            max: None,
+        },
+        (None, Some(t)) => ThresholdRange {
+            min: None,
+            max: Some(t),
+        },
+        (None, None) => ThresholdRange::default(),
+    };
+    if let (Some(min), Some(max)) = (range.min, range.max)
+        && min > max
+    {
+        return Err(bad(format!("thresholdRange min {min} is above max {max}")));
+    }
+    Ok(MetricSpec {
+        name: m.name.clone(),
+        interval,
+        range,
+        source,
+    })
+}
+
+fn webhook(w: &CanaryWebhook) -> Result<WebhookSpec, SpecError> {
+    let bad = |why: String| SpecError::BadWebhook {
+        name: w.name.clone(),
+        why,
+    };
+    if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+        return Err(bad(format!("url {:?} is not an http(s) URL", w.url)));
+    }
+    let timeout = match &w.timeout {
+        None => DEFAULT_WEBHOOK_TIMEOUT,
+        Some(t) => {
+            parse_duration(t).ok_or_else(|| bad(format!("timeout {t:?} is not a duration like 10s")))?
+        }
+    };
+    let retries = match w.retries {
+        None => 0,
+        Some(r) => u32::try_from(r).map_err(|_| bad(format!("retries must not be negative, got {r}")))?,
+    };
+    Ok(WebhookSpec {
+        name: w.name.clone(),
+        kind: w.type_.unwrap_or(WebhookType::Rollout),
+        url: w.url.clone(),
+        timeout,
+        retries,
+        insecure: w.disable_tls,
+        metadata: w.metadata.clone(),
+    })
 }
 
 /// Validates `spec` and applies defaults, with Flagger's 10 s floor on the interval.
@@ -146,6 +291,9 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         revert_on_deletion: spec.revert_on_deletion.unwrap_or(true),
         policy_source: policy.component.unwrap_or_else(|| BUILTIN_DEFAULT.to_owned()),
         policy_config: policy.config.map_or_else(|| "{}".to_owned(), |c| c.to_string()),
+        metrics_server: spec.metrics_server.clone().filter(|s| !s.is_empty()),
+        metrics: analysis.metrics.iter().map(metric).collect::<Result<_, _>>()?,
+        webhooks: analysis.webhooks.iter().map(webhook).collect::<Result<_, _>>()?,
     })
 }
 
@@ -158,6 +306,17 @@ fn parse_interval(text: &str) -> Option<Duration> {
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
         _ => None,
     }
+}
+
+/// Like [`parse_interval`], also `500ms` and `1h` (webhook timeouts, PromQL ranges).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    if let Some(h) = text.strip_suffix('h') {
+        return h.parse::<u64>().ok()?.checked_mul(3600).map(Duration::from_secs);
+    }
+    parse_interval(text)
 }
 
 #[cfg(test)]
@@ -229,6 +388,65 @@ mod tests {
             validate(&spec(serde_json::json!({"stepWeights": [10, 5]}))),
             Err(SpecError::StepWeightsNotIncreasing(vec![10, 5]))
         );
+    }
+
+    #[test]
+    fn builtin_metrics_are_chosen_by_name_and_the_old_threshold_keeps_its_direction() {
+        let v = validate(&spec(serde_json::json!({"metrics": [
+            {"name": "request-success-rate", "threshold": 99, "interval": "1m"},
+            {"name": "request-duration", "threshold": 500},
+            {"name": "errors", "query": "sum(x)", "thresholdRange": {"max": 5}},
+            {"name": "p50", "templateRef": {"name": "latency"}, "templateVariables": {"q": "0.5"}},
+        ]})))
+        .expect("valid");
+        assert_eq!(v.metrics[0].source, MetricSource::SuccessRate);
+        assert_eq!(
+            v.metrics[0].range,
+            ThresholdRange {
+                min: Some(99.0),
+                max: None
+            }
+        );
+        assert_eq!(v.metrics[1].source, MetricSource::Duration);
+        assert_eq!(
+            v.metrics[1].range,
+            ThresholdRange {
+                min: None,
+                max: Some(500.0)
+            }
+        );
+        assert_eq!(v.metrics[1].interval, "1m");
+        assert_eq!(v.metrics[2].source, MetricSource::Query("sum(x)".into()));
+        assert!(
+            matches!(&v.metrics[3].source, MetricSource::Template { name, variables, .. }
+            if name == "latency" && variables["q"] == "0.5")
+        );
+    }
+
+    #[test]
+    fn metrics_without_a_query_or_with_an_empty_range_are_refused() {
+        let unknown = validate(&spec(serde_json::json!({"metrics": [{"name": "mystery"}]})));
+        assert!(matches!(unknown, Err(SpecError::BadMetric { ref name, .. }) if name == "mystery"));
+        let inverted = validate(&spec(serde_json::json!({"metrics": [
+            {"name": "request-duration", "thresholdRange": {"min": 10, "max": 1}}]})));
+        assert!(matches!(inverted, Err(SpecError::BadMetric { .. })));
+    }
+
+    #[test]
+    fn webhooks_default_to_rollout_with_flaggers_timeout() {
+        let v = validate(&spec(serde_json::json!({"webhooks": [
+            {"name": "load", "url": "http://loadtester/"},
+            {"name": "gate", "type": "confirm-promotion", "url": "http://loadtester/gate/check", "timeout": "1500ms", "retries": 2},
+        ]})))
+        .expect("valid");
+        assert_eq!(v.webhooks[0].kind, WebhookType::Rollout);
+        assert_eq!(v.webhooks[0].timeout, Duration::from_secs(10));
+        assert_eq!(v.webhooks[1].timeout, Duration::from_millis(1500));
+        assert_eq!(v.webhooks[1].retries, 2);
+        let bad = validate(&spec(
+            serde_json::json!({"webhooks": [{"name": "x", "url": "loadtester/"}]}),
+        ));
+        assert!(matches!(bad, Err(SpecError::BadWebhook { .. })));
     }
 
     #[test]

@@ -1,16 +1,94 @@
-//! The controller's [`Judge`]: the canary's policy component. Metric checks and webhooks join here when
-//! the Prometheus and webhook work lands; until then analysis sees no checks (Flagger: no metrics = pass).
+//! The controller's [`Judge`]: runs the canary's webhooks and metric checks (IO, on the runtime) and asks
+//! the canary's policy component (sync, on this blocking thread) what they mean. Everything measured and
+//! answered during the tick is kept in `record` for the status.
 
 use std::sync::Arc;
 
-use crate::lifecycle::Judge;
-use crate::policy::types::{GateDecision, GateKind, Rollout, StepDecision, Verdict};
-use crate::policy::{Policy, PolicyComponent, PolicyError};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tokio::runtime::Handle;
 
-/// Asks one policy component.
+use crate::analysis::{PolicyMetrics, Providers};
+use crate::api::{AnalysisStatus, CheckStatus, ValidSpec, WebhookStatus, WebhookType};
+use crate::lifecycle::Judge;
+use crate::policy::types::{
+    GateDecision, GateKind, MetricVerdict, MetricsSource, Rollout, StepDecision, Verdict, WebhookOutcome,
+};
+use crate::policy::{Policy, PolicyComponent, PolicyError};
+use crate::webhooks::{Payload, Webhooks};
+
+/// Asks one policy component, feeding it what the canary's webhooks and metrics say.
 #[derive(Debug)]
 pub struct PolicyJudge {
     pub policy: Arc<PolicyComponent>,
+    pub spec: ValidSpec,
+    pub handle: Handle,
+    pub providers: Arc<Providers>,
+    pub webhooks: Webhooks,
+    /// The canary's Prometheus for the policy's own queries; `None` when no provider is configured.
+    pub metrics: Option<Arc<PolicyMetrics>>,
+    /// The revision under analysis, sent to webhooks as Flagger's `checksum`.
+    pub checksum: String,
+    /// What this tick measured; `None` when no analysis ran.
+    pub record: Option<AnalysisStatus>,
+    /// Webhook calls of this tick (all kinds).
+    called: Vec<WebhookStatus>,
+}
+
+impl PolicyJudge {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        policy: Arc<PolicyComponent>,
+        spec: ValidSpec,
+        handle: Handle,
+        providers: Arc<Providers>,
+        webhooks: Webhooks,
+        metrics: Option<Arc<PolicyMetrics>>,
+        checksum: String,
+    ) -> Self {
+        Self {
+            policy,
+            spec,
+            handle,
+            providers,
+            webhooks,
+            metrics,
+            checksum,
+            record: None,
+            called: Vec::new(),
+        }
+    }
+
+    /// Calls every webhook of `kind`, concurrently, and remembers the answers.
+    fn call(&mut self, rollout: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome> {
+        let hooks: Vec<_> = self.spec.webhooks.iter().filter(|h| h.kind == kind).collect();
+        if hooks.is_empty() {
+            return Vec::new();
+        }
+        let payload = Payload {
+            name: rollout.name.clone(),
+            namespace: rollout.namespace.clone(),
+            phase: phase_name(rollout),
+            checksum: self.checksum.clone(),
+            metadata: Default::default(),
+        };
+        let webhooks = &self.webhooks;
+        let outcomes = self.handle.block_on(futures::future::join_all(
+            hooks.iter().map(|h| webhooks.call(h, &payload)),
+        ));
+        self.called.extend(outcomes.iter().map(|o| WebhookStatus {
+            name: o.name.clone(),
+            ok: o.ok,
+            status_code: o.status_code,
+            message: o.message.clone(),
+        }));
+        outcomes
+    }
+
+    /// Webhook calls made so far in this tick, for the status when no analysis ran.
+    pub fn take_webhook_calls(&mut self) -> Vec<WebhookStatus> {
+        std::mem::take(&mut self.called)
+    }
 }
 
 impl Judge for PolicyJudge {
@@ -19,11 +97,54 @@ impl Judge for PolicyJudge {
     }
 
     fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError> {
-        self.policy.gate(rollout, kind, &[])
+        let webhook_kind = match kind {
+            GateKind::ConfirmRollout => WebhookType::ConfirmRollout,
+            GateKind::ConfirmTrafficIncrease => WebhookType::ConfirmTrafficIncrease,
+            GateKind::ConfirmPromotion => WebhookType::ConfirmPromotion,
+        };
+        let hooks = self.call(rollout, webhook_kind);
+        self.policy.gate(rollout, kind, &hooks)
     }
 
     fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError> {
-        let result = self.policy.analyse(rollout, &[], &[], None)?;
+        let hooks = self.call(rollout, WebhookType::Rollout);
+        let checks = self.handle.block_on(self.providers.run_checks(
+            &rollout.name,
+            &rollout.namespace,
+            &self.spec,
+        ));
+        let plain: Vec<_> = checks.iter().map(|(c, _)| c.clone()).collect();
+        let source = self.metrics.clone().map(|m| m as Arc<dyn MetricsSource>);
+        let result = self.policy.analyse(rollout, &plain, &hooks, source);
+        let verdicts: &[MetricVerdict] = result.as_ref().map_or(&[], |r| &r.metrics);
+        let record = AnalysisStatus {
+            time: Some(Time(Timestamp::now())),
+            verdict: match &result {
+                Ok(r) => verdict_name(r.verdict).to_owned(),
+                Err(e) => format!("error: {}", e.category()),
+            },
+            checks: checks
+                .iter()
+                .map(|(c, _)| {
+                    let judged = verdicts.iter().find(|v| v.name == c.name);
+                    CheckStatus {
+                        name: c.name.clone(),
+                        value: c.value.filter(|v| v.is_finite()),
+                        min: c.range.min,
+                        max: c.range.max,
+                        verdict: judged.map_or("unjudged", |v| verdict_name(v.verdict)).to_owned(),
+                        message: judged.map_or_else(
+                            || c.error.clone().unwrap_or_default(),
+                            |v| crate::text::clip(&v.message, 512),
+                        ),
+                    }
+                })
+                .collect(),
+            webhooks: Vec::new(),
+            queries: self.metrics.as_ref().map(|m| m.records()).unwrap_or_default(),
+        };
+        self.record = Some(record);
+        let result = result?;
         let failed: Vec<String> = result
             .metrics
             .iter()
@@ -32,4 +153,24 @@ impl Judge for PolicyJudge {
             .collect();
         Ok((result.verdict, failed.join("; ")))
     }
+
+    fn hooks(&mut self, rollout: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome> {
+        self.call(rollout, kind)
+    }
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Inconclusive => "inconclusive",
+    }
+}
+
+/// The phase as the status spells it (`Progressing`).
+fn phase_name(rollout: &Rollout) -> String {
+    serde_json::to_value(rollout.phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -30,6 +30,12 @@ pub struct Options {
     pub min_interval: Duration,
     /// Namespace to watch; all when `None`.
     pub namespace: Option<String>,
+    /// Prometheus for canaries that name none (`--metrics-server`).
+    pub metrics_server: Option<String>,
+    /// Timeout of one metric check query.
+    pub query_timeout: Duration,
+    /// Bounds on a policy's own queries through the `metrics` import.
+    pub policy_queries: crate::analysis::QueryLimits,
 }
 
 impl Default for Options {
@@ -37,6 +43,9 @@ impl Default for Options {
         Self {
             min_interval: crate::api::MIN_INTERVAL,
             namespace: None,
+            metrics_server: None,
+            query_timeout: crate::prometheus::DEFAULT_TIMEOUT,
+            policy_queries: crate::analysis::QueryLimits::default(),
         }
     }
 }
@@ -56,7 +65,13 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
-    let ctx = Arc::new(Context::new(client.clone(), engine, options.clone(), reporter()));
+    let ctx = match Context::new(client.clone(), engine, options.clone(), reporter()) {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => {
+            tracing::error!("cannot set up HTTP clients: {e}");
+            return;
+        }
+    };
     let (for_deployments, for_configs, for_secrets) = (reader.clone(), reader.clone(), reader.clone());
     let deployments: Api<Deployment> = namespaced_or_all(&client, options.namespace.as_deref());
     let config_maps: Api<ConfigMap> = namespaced_or_all(&client, options.namespace.as_deref());

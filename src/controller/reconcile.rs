@@ -14,13 +14,15 @@ use super::Options;
 use super::events::EventRecorder;
 use super::judge::PolicyJudge;
 use super::status::{condition, set_condition, state_of, with_state};
-use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, validate_with};
+use crate::analysis::{PolicyMetrics, Providers};
+use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, WebhookType, validate_with};
 use crate::cluster::act::Actor;
 use crate::cluster::observe::{Snapshot, observe};
 use crate::cluster::teardown::{Teardown, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER};
 use crate::lifecycle::{Action, CanaryId, EventKind, State, tick};
 use crate::policy::{Grants, PolicyComponent, PolicyEngine, PolicyError, read_source};
+use crate::webhooks::{Payload, Webhooks};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -28,6 +30,8 @@ pub struct Context {
     recorder: EventRecorder,
     engine: PolicyEngine,
     options: Options,
+    providers: Arc<Providers>,
+    webhooks: Webhooks,
 }
 
 impl std::fmt::Debug for Context {
@@ -39,19 +43,33 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, engine: PolicyEngine, options: Options, instance: String) -> Self {
-        Self {
+    pub fn new(
+        client: Client,
+        engine: PolicyEngine,
+        options: Options,
+        instance: String,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
             recorder: EventRecorder::new(client.clone(), instance),
+            providers: Arc::new(Providers::new(
+                client.clone(),
+                options.metrics_server.clone(),
+                options.query_timeout,
+            )),
+            webhooks: Webhooks::new()?,
             client,
             engine,
             options,
-        }
+        })
     }
 
-    fn load_policy(&self, source: &str) -> Result<Arc<PolicyComponent>, PolicyError> {
-        let bytes = read_source(source)?;
-        // Metrics queries need a provider; until one is configured the capability is not granted.
-        self.engine.load(source, &bytes, Grants { metrics: false })
+    /// Loads the canary's policy; the `metrics` import is granted only where a Prometheus is configured.
+    fn load_policy(&self, spec: &ValidSpec) -> Result<Arc<PolicyComponent>, PolicyError> {
+        let bytes = read_source(&spec.policy_source)?;
+        let grants = Grants {
+            metrics: self.providers.address_for(spec).is_some(),
+        };
+        self.engine.load(&spec.policy_source, &bytes, grants)
     }
 }
 
@@ -127,7 +145,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             return Ok(Requeue::await_change());
         }
     };
-    let policy = match ctx.load_policy(&spec.policy_source) {
+    let policy = match ctx.load_policy(&spec) {
         Ok(policy) => policy,
         Err(e) => {
             let mut s = status.cloned().unwrap_or_default();
@@ -147,14 +165,38 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         return Ok(Requeue::requeue(wait));
     }
 
-    let decided = {
+    let metrics = match ctx.providers.canary_provider(&spec) {
+        Ok(p) => p.map(|p| {
+            Arc::new(PolicyMetrics::new(
+                p,
+                tokio::runtime::Handle::current(),
+                ctx.options.policy_queries,
+            ))
+        }),
+        Err(e) => {
+            publish(&ctx, &canary, EventKind::Warning, "MetricsProvider", e).await;
+            None
+        }
+    };
+    let (decided, mut judge) = {
         let (id, spec, state, observed) =
             (id.clone(), spec.clone(), state.clone(), snapshot.observed.clone());
-        let mut judge = PolicyJudge {
-            policy: policy.clone(),
-        };
-        // Policy calls are synchronous and bounded by their deadline: keep them off the async workers.
-        tokio::task::spawn_blocking(move || tick(&id, &spec, &state, &observed, &mut judge)).await?
+        let mut judge = PolicyJudge::new(
+            policy.clone(),
+            spec.clone(),
+            tokio::runtime::Handle::current(),
+            ctx.providers.clone(),
+            ctx.webhooks.clone(),
+            metrics,
+            state.last_applied.clone().unwrap_or_default(),
+        );
+        // Policy calls, webhooks and queries block this thread, each bounded by its timeout: keep them off
+        // the async workers.
+        tokio::task::spawn_blocking(move || {
+            let decided = tick(&id, &spec, &state, &observed, &mut judge);
+            (decided, judge)
+        })
+        .await?
     };
 
     let actor = Actor {
@@ -173,7 +215,10 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
                 kind,
                 reason,
                 message,
-            } => publish(&ctx, &canary, *kind, reason, message.clone()).await,
+            } => {
+                publish(&ctx, &canary, *kind, reason, message.clone()).await;
+                forward_event(&ctx, &spec, &canary, *kind, message);
+            }
             other => actor.apply(other).await?,
         }
     }
@@ -191,6 +236,19 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
                 .and_then(|p| p.last_decision)
         }),
     });
+    let called = judge.take_webhook_calls();
+    match judge.record.take() {
+        Some(mut record) => {
+            record.webhooks = called;
+            next.analysis = Some(record);
+        }
+        None if !called.is_empty() => {
+            let mut record = next.analysis.take().unwrap_or_default();
+            record.webhooks = called;
+            next.analysis = Some(record);
+        }
+        None => {}
+    }
     let ready = if snapshot.target.is_some() {
         condition("Ready", "True", "Reconciled", "", generation)
     } else {
@@ -332,6 +390,62 @@ async fn write_status(
     )
     .await?;
     Ok(())
+}
+
+/// Sends an event to the canary's `event` webhooks (Flagger's payload with eventMessage, eventType and
+/// timestamp), in the background: a slow receiver never holds up a rollout.
+fn forward_event(ctx: &Context, spec: &ValidSpec, canary: &Canary, kind: EventKind, message: &str) {
+    let hooks: Vec<_> = spec
+        .webhooks
+        .iter()
+        .filter(|h| h.kind == WebhookType::Event)
+        .cloned()
+        .collect();
+    if hooks.is_empty() {
+        return;
+    }
+    let phase = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let payload = Payload {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        phase,
+        checksum: canary
+            .status
+            .as_ref()
+            .and_then(|s| s.last_applied_spec.clone())
+            .unwrap_or_default(),
+        metadata: [
+            ("eventMessage".to_owned(), message.to_owned()),
+            (
+                "eventType".to_owned(),
+                match kind {
+                    EventKind::Normal => "Normal",
+                    EventKind::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            (
+                "timestamp".to_owned(),
+                Timestamp::now().as_millisecond().to_string(),
+            ),
+        ]
+        .into(),
+    };
+    let webhooks = ctx.webhooks.clone();
+    tokio::spawn(async move {
+        for hook in &hooks {
+            let outcome = webhooks.call(hook, &payload).await;
+            if !outcome.ok {
+                tracing::warn!(webhook = hook.name, "event webhook failed: {}", outcome.message);
+            }
+        }
+    });
 }
 
 /// Records an event on the Canary; a failure to record is logged, never fatal.

@@ -3,9 +3,11 @@
 use std::collections::VecDeque;
 
 use super::*;
-use crate::api::{CanarySpec, Phase, ValidSpec, validate};
+use crate::api::{CanarySpec, Phase, ValidSpec, WebhookType, validate};
 use crate::policy::PolicyError;
-use crate::policy::types::{GateDecision, GateKind, Phase as PolicyPhase, Rollout, StepDecision, Verdict};
+use crate::policy::types::{
+    GateDecision, GateKind, Phase as PolicyPhase, Rollout, StepDecision, Verdict, WebhookOutcome,
+};
 
 /// Steps like the default policy (stepWeight 20 to maxWeight, threshold rollback); analysis and gates follow
 /// the queues, passing/opening when they are empty.
@@ -14,6 +16,9 @@ struct Script {
     analyses: VecDeque<Result<Verdict, PolicyError>>,
     gates: VecDeque<GateDecision>,
     asked_gates: Vec<GateKind>,
+    /// Webhook answers by kind (none configured when absent), and which kinds were called.
+    hooks: Vec<(WebhookType, WebhookOutcome)>,
+    asked_hooks: Vec<WebhookType>,
 }
 
 impl Judge for Script {
@@ -45,6 +50,24 @@ impl Judge for Script {
             .pop_front()
             .unwrap_or(Ok(Verdict::Pass))
             .map(|v| (v, "request-success-rate 90 < 99".into()))
+    }
+
+    fn hooks(&mut self, _: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome> {
+        self.asked_hooks.push(kind);
+        self.hooks
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+}
+
+fn hook(name: &str, ok: bool, status: u16) -> WebhookOutcome {
+    WebhookOutcome {
+        name: name.into(),
+        ok,
+        status_code: Some(status),
+        message: String::new(),
     }
 }
 
@@ -485,6 +508,9 @@ fn ab_testing_sends_matched_requests_to_the_canary_then_promotes_after_its_itera
         fn analyse(&mut self, _: &Rollout) -> Result<(Verdict, String), PolicyError> {
             Ok((Verdict::Pass, String::new()))
         }
+        fn hooks(&mut self, _: &Rollout, _: WebhookType) -> Vec<WebhookOutcome> {
+            Vec::new()
+        }
     }
     let spec = spec(serde_json::json!({
         "interval": "10s", "threshold": 2, "iterations": 2,
@@ -505,4 +531,94 @@ fn ab_testing_sends_matched_requests_to_the_canary_then_promotes_after_its_itera
     let t = tick(&id(), &spec, &t.state, &observed("r2"), &mut judge);
     assert_eq!(t.state.phase, Some(Phase::Promoting));
     assert!(has(&t, &Action::PromotePrimary));
+}
+
+#[test]
+fn a_rollback_webhook_that_answers_yes_aborts_the_rollout() {
+    let mut judge = Script {
+        hooks: vec![(WebhookType::Rollback, hook("abort", true, 200))],
+        ..Script::default()
+    };
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(40);
+    let state = State {
+        phase: Some(Phase::Progressing),
+        canary_weight: 40,
+        last_applied: Some("r2".into()),
+        last_promoted: Some("r1".into()),
+        ..Default::default()
+    };
+    let t = tick(&id(), &seed_spec(), &state, &obs, &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Failed));
+    assert_eq!(route(&t), Some((100, 0)));
+    assert!(events(&t).contains(&"Rolling back podinfo.test manual webhook invoked"));
+    assert!(judge.asked_hooks.contains(&WebhookType::PostRollout));
+}
+
+#[test]
+fn a_rollback_webhook_that_answers_no_changes_nothing() {
+    let mut judge = Script {
+        hooks: vec![(WebhookType::Rollback, hook("abort", false, 403))],
+        ..Script::default()
+    };
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(20);
+    let state = State {
+        phase: Some(Phase::Progressing),
+        canary_weight: 20,
+        last_applied: Some("r2".into()),
+        last_promoted: Some("r1".into()),
+        ..Default::default()
+    };
+    let t = tick(&id(), &seed_spec(), &state, &obs, &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Progressing));
+    assert_eq!(route(&t), Some((60, 40)));
+}
+
+#[test]
+fn a_failing_pre_rollout_hook_is_a_failed_check_and_moves_no_traffic() {
+    let mut judge = Script {
+        hooks: vec![(WebhookType::PreRollout, hook("smoke", false, 500))],
+        ..Script::default()
+    };
+    let state = State {
+        phase: Some(Phase::Progressing),
+        last_applied: Some("r2".into()),
+        last_promoted: Some("r1".into()),
+        ..Default::default()
+    };
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(0);
+    let t = tick(&id(), &seed_spec(), &state, &obs, &mut judge);
+    assert_eq!(t.state.failed_checks, 1);
+    assert_eq!(t.state.canary_weight, 0);
+    assert_eq!(route(&t), Some((100, 0)));
+    assert!(
+        events(&t)
+            .iter()
+            .any(|e| e.starts_with("Halt podinfo.test advancement pre-rollout check smoke failed")),
+        "{:?}",
+        events(&t)
+    );
+}
+
+#[test]
+fn post_rollout_hooks_run_after_promotion_and_their_failure_is_only_reported() {
+    let mut judge = Script {
+        hooks: vec![(WebhookType::PostRollout, hook("notify", false, 204))],
+        ..Script::default()
+    };
+    let state = State {
+        phase: Some(Phase::Finalising),
+        last_applied: Some("r2".into()),
+        last_promoted: Some("r1".into()),
+        ..Default::default()
+    };
+    let t = tick(&id(), &seed_spec(), &state, &observed("r2"), &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Succeeded));
+    assert!(
+        events(&t)
+            .iter()
+            .any(|e| e.starts_with("Post-rollout hook notify failed for podinfo.test: HTTP 204"))
+    );
 }

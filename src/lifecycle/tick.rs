@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use crate::api::{Phase, ValidSpec};
+use crate::api::{Phase, ValidSpec, WebhookType};
 use crate::policy::PolicyError;
-use crate::policy::types::{AnalysisSettings, GateDecision, GateKind, Rollout, StepDecision, Verdict};
+use crate::policy::types::{
+    AnalysisSettings, GateDecision, GateKind, Rollout, StepDecision, Verdict, WebhookOutcome,
+};
 
 use super::facts::Observed;
 
@@ -15,6 +17,9 @@ pub trait Judge {
     fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError>;
     /// The analysis verdict with a one-line explanation of what failed.
     fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError>;
+    /// Calls the webhooks of `kind` (pre-rollout, rollback, post-rollout) and says how each answered;
+    /// empty when the canary has none of that kind.
+    fn hooks(&mut self, rollout: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome>;
 }
 
 /// The part of a Canary's status the lifecycle owns.
@@ -251,6 +256,11 @@ impl Ticker<'_> {
             return self.finalise();
         }
         let rollout = self.rollout(weight);
+        // A rollback webhook that answers yes aborts the rollout (flagger-loadtester's /rollback/check).
+        let manual = self.judge.hooks(&rollout, WebhookType::Rollback);
+        if manual.iter().any(|h| h.ok) {
+            return self.rollback("manual webhook invoked");
+        }
         let step = match self.judge.step(&rollout) {
             Ok(step) => step,
             Err(e) => return self.policy_failed("step", &e),
@@ -276,6 +286,16 @@ impl Ticker<'_> {
                 EventKind::Normal,
                 format!("Starting canary analysis for {}", self.target_id()),
             );
+            // Pre-rollout hooks (load test setup, smoke tests) must pass before any traffic moves.
+            let pre = self.judge.hooks(&rollout, WebhookType::PreRollout);
+            if let Some(failed) = pre.iter().find(|h| !h.ok) {
+                let why = format!(
+                    "pre-rollout check {} failed: {}",
+                    failed.name,
+                    describe_hook(failed)
+                );
+                return self.failed_check(&why);
+            }
         }
         match step {
             StepDecision::SetWeight { weight: next } if next != weight => {
@@ -369,6 +389,25 @@ impl Ticker<'_> {
             EventKind::Normal,
             format!("Promotion completed! Scaling down {}", self.target_id()),
         );
+        self.post_rollout();
+    }
+
+    /// Post-rollout hooks run after success and after failure; their failures are reported, never acted on.
+    fn post_rollout(&mut self) {
+        let rollout = self.rollout(self.out.state.canary_weight);
+        for h in self.judge.hooks(&rollout, WebhookType::PostRollout) {
+            if !h.ok {
+                self.event(
+                    EventKind::Warning,
+                    format!(
+                        "Post-rollout hook {} failed for {}: {}",
+                        h.name,
+                        self.id,
+                        describe_hook(&h)
+                    ),
+                );
+            }
+        }
     }
 
     fn rollback(&mut self, reason: &str) {
@@ -385,11 +424,12 @@ impl Ticker<'_> {
             EventKind::Warning,
             format!("Canary failed! Scaling down {}", self.target_id()),
         );
+        self.post_rollout();
     }
 
     fn failed_check(&mut self, why: &str) {
         self.out.state.failed_checks += 1;
-        self.event(EventKind::Warning, format!("Halt advancement {} {why}", self.id));
+        self.event(EventKind::Warning, format!("Halt {} advancement {why}", self.id));
     }
 
     /// A policy error counts as a failed check of this canary (and only this one).
@@ -489,6 +529,15 @@ impl Ticker<'_> {
             reason: "Synced",
             message,
         });
+    }
+}
+
+/// The HTTP status and answer of a webhook, for event texts.
+fn describe_hook(h: &WebhookOutcome) -> String {
+    match h.status_code {
+        Some(code) if h.message.is_empty() => format!("HTTP {code}"),
+        Some(code) => format!("HTTP {code} {}", h.message),
+        None => h.message.clone(),
     }
 }
 

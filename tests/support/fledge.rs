@@ -43,10 +43,21 @@ pub async fn install_crds(client: &Client) {
 
 /// Runs the controller for `ns` only, in this process, with a 1 s interval floor.
 pub fn start_controller(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    start_controller_with(client, ns, None)
+}
+
+/// Like [`start_controller`], with a default Prometheus (`--metrics-server`).
+pub fn start_controller_with(
+    client: &Client,
+    ns: &str,
+    metrics_server: Option<String>,
+) -> tokio::task::JoinHandle<()> {
     let engine = fledge::policy::PolicyEngine::new(fledge::policy::Limits::default(), None).expect("engine");
     let options = fledge::controller::Options {
         min_interval: Duration::from_secs(1),
         namespace: Some(ns.to_owned()),
+        metrics_server,
+        ..Default::default()
     };
     tokio::spawn(fledge::controller::run(client.clone(), engine, options))
 }
