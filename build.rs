@@ -8,6 +8,7 @@ use std::process::Command;
 /// (package, core module file stem) of every component we build.
 const POLICIES: &[(&str, &str)] = &[
     ("fledge-policy-default", "fledge_policy_default"),
+    ("fledge-policy-relative-errors", "fledge_policy_relative_errors"),
     ("fledge-policy-hostile", "fledge_policy_hostile"),
     ("fledge-policy-scripted", "fledge_policy_scripted"),
 ];
@@ -16,7 +17,13 @@ const TARGET: &str = "wasm32-unknown-unknown";
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for dir in ["wit", "policies", "tests/policies", "Cargo.lock"] {
+    for dir in [
+        "wit",
+        "policies",
+        "examples/policies/relative-errors",
+        "tests/policies",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let target_dir = root.join("target").join("policies");

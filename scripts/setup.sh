@@ -2,13 +2,18 @@
 # Installs what fledge's build, tests and demo need on a fresh machine; does nothing for what is present.
 set -euo pipefail
 
+# Debian packages by the command they provide (prometheus: the real server the analysis tests query).
 missing=()
-for tool in curl openssl python3; do
+for tool in curl openssl python3 prometheus; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "[setup] installing Debian packages: ${missing[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # A temporary policy-rc.d keeps the package's own service from starting: the tests run their own.
+  rc=/usr/sbin/policy-rc.d; own_rc=
+  if [ ! -e "$rc" ]; then printf '#!/bin/sh\nexit 101\n' > "$rc" && chmod +x "$rc" && own_rc=1; fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$own_rc" ] || rm -f "$rc"
 fi
 
 command -v cargo >/dev/null || { echo "[setup] error: Rust (cargo, via rustup) is required" >&2; exit 1; }

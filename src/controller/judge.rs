@@ -21,6 +21,8 @@ use crate::webhooks::{Payload, Webhooks};
 #[derive(Debug)]
 pub struct PolicyJudge {
     pub policy: Arc<PolicyComponent>,
+    /// Answers what `policy` does not export (the built-in default): a component may serve one world.
+    pub fallback: Arc<PolicyComponent>,
     pub spec: ValidSpec,
     pub handle: Handle,
     pub providers: Arc<Providers>,
@@ -36,9 +38,8 @@ pub struct PolicyJudge {
 }
 
 impl PolicyJudge {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        policy: Arc<PolicyComponent>,
+        (policy, fallback): (Arc<PolicyComponent>, Arc<PolicyComponent>),
         spec: ValidSpec,
         handle: Handle,
         providers: Arc<Providers>,
@@ -48,6 +49,7 @@ impl PolicyJudge {
     ) -> Self {
         Self {
             policy,
+            fallback,
             spec,
             handle,
             providers,
@@ -93,7 +95,10 @@ impl PolicyJudge {
 
 impl Judge for PolicyJudge {
     fn step(&mut self, rollout: &Rollout) -> Result<StepDecision, PolicyError> {
-        self.policy.step(rollout)
+        match self.policy.step(rollout) {
+            Err(PolicyError::MissingExport { .. }) => self.fallback.step(&own_config(rollout)),
+            answer => answer,
+        }
     }
 
     fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError> {
@@ -103,7 +108,10 @@ impl Judge for PolicyJudge {
             GateKind::ConfirmPromotion => WebhookType::ConfirmPromotion,
         };
         let hooks = self.call(rollout, webhook_kind);
-        self.policy.gate(rollout, kind, &hooks)
+        match self.policy.gate(rollout, kind, &hooks) {
+            Err(PolicyError::MissingExport { .. }) => self.fallback.gate(&own_config(rollout), kind, &hooks),
+            answer => answer,
+        }
     }
 
     fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError> {
@@ -115,7 +123,13 @@ impl Judge for PolicyJudge {
         ));
         let plain: Vec<_> = checks.iter().map(|(c, _)| c.clone()).collect();
         let source = self.metrics.clone().map(|m| m as Arc<dyn MetricsSource>);
-        let result = self.policy.analyse(rollout, &plain, &hooks, source);
+        let result = match self.policy.analyse(rollout, &plain, &hooks, source.clone()) {
+            Err(PolicyError::MissingExport { .. }) => {
+                self.fallback
+                    .analyse(&own_config(rollout), &plain, &hooks, source)
+            }
+            answer => answer,
+        };
         let verdicts: &[MetricVerdict] = result.as_ref().map_or(&[], |r| &r.metrics);
         let record = AnalysisStatus {
             time: Some(Time(Timestamp::now())),
@@ -156,6 +170,15 @@ impl Judge for PolicyJudge {
 
     fn hooks(&mut self, rollout: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome> {
         self.call(rollout, kind)
+    }
+}
+
+/// The rollout as the fallback sees it: `analysis.policy.config` belongs to the canary's component, so the
+/// default runs on its own defaults.
+fn own_config(rollout: &Rollout) -> Rollout {
+    Rollout {
+        config: "{}".into(),
+        ..rollout.clone()
     }
 }
 

@@ -21,7 +21,7 @@ use crate::cluster::observe::{Snapshot, observe};
 use crate::cluster::teardown::{Teardown, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER};
 use crate::lifecycle::{Action, CanaryId, EventKind, State, tick};
-use crate::policy::{Grants, PolicyComponent, PolicyEngine, PolicyError, read_source};
+use crate::policy::{BUILTIN_DEFAULT, Grants, PolicyComponent, PolicyEngine, PolicyError, read_source};
 use crate::webhooks::{Payload, Webhooks};
 
 /// What every reconcile shares.
@@ -70,6 +70,12 @@ impl Context {
             metrics: self.providers.address_for(spec).is_some(),
         };
         self.engine.load(&spec.policy_source, &bytes, grants)
+    }
+
+    /// The built-in default, which answers what a single-world component does not export.
+    fn default_policy(&self) -> Result<Arc<PolicyComponent>, PolicyError> {
+        let bytes = read_source(BUILTIN_DEFAULT)?;
+        self.engine.load(BUILTIN_DEFAULT, &bytes, Grants::default())
     }
 }
 
@@ -145,7 +151,10 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             return Ok(Requeue::await_change());
         }
     };
-    let policy = match ctx.load_policy(&spec) {
+    let policy = match ctx
+        .load_policy(&spec)
+        .and_then(|p| Ok((p, ctx.default_policy()?)))
+    {
         Ok(policy) => policy,
         Err(e) => {
             let mut s = status.cloned().unwrap_or_default();
@@ -229,7 +238,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     ));
     next.policy = Some(PolicyStatus {
         source: spec.policy_source.clone(),
-        digest: format!("sha256:{}", policy.digest()),
+        digest: format!("sha256:{}", policy.0.digest()),
         last_decision: decided.decision.clone().or_else(|| {
             status
                 .and_then(|s| s.policy.clone())

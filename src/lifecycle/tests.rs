@@ -422,6 +422,41 @@ fn a_failing_policy_counts_a_failed_check_and_says_why() {
 }
 
 #[test]
+fn a_policy_that_keeps_failing_is_rolled_back_by_the_controller_at_the_threshold() {
+    struct Broken;
+    impl Judge for Broken {
+        fn step(&mut self, _: &Rollout) -> Result<StepDecision, PolicyError> {
+            Err(PolicyError::Timeout { deadline_ms: 100 })
+        }
+        fn gate(&mut self, _: &Rollout, _: GateKind) -> Result<GateDecision, PolicyError> {
+            Ok(GateDecision::Open)
+        }
+        fn analyse(&mut self, _: &Rollout) -> Result<(Verdict, String), PolicyError> {
+            Ok((Verdict::Pass, String::new()))
+        }
+        fn hooks(&mut self, _: &Rollout, _: WebhookType) -> Vec<WebhookOutcome> {
+            Vec::new()
+        }
+    }
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(20);
+    let t = tick(&id(), &seed_spec(), &progressing_at(20, "r2"), &obs, &mut Broken);
+    assert_eq!(
+        t.state.phase,
+        Some(Phase::Progressing),
+        "one failure is below threshold 2"
+    );
+    let t = tick(&id(), &seed_spec(), &t.state, &obs, &mut Broken);
+    assert_eq!(t.state.phase, Some(Phase::Failed));
+    assert_eq!(route(&t), Some((100, 0)));
+    assert!(
+        events(&t)
+            .iter()
+            .any(|e| e.contains("failed checks threshold reached 2 (step policy failing: timeout)"))
+    );
+}
+
+#[test]
 fn a_suspended_canary_changes_nothing() {
     let mut spec = seed_spec();
     spec.suspend = true;

@@ -432,10 +432,18 @@ impl Ticker<'_> {
         self.event(EventKind::Warning, format!("Halt {} advancement {why}", self.id));
     }
 
-    /// A policy error counts as a failed check of this canary (and only this one).
+    /// A policy error counts as a failed check of this canary (and only this one); at the threshold the
+    /// controller rolls back by itself, since a broken policy cannot be asked to.
     fn policy_failed(&mut self, world: &str, e: &PolicyError) {
         self.out.state.failed_checks += 1;
         self.report_policy_error(world, e);
+        let failed = self.out.state.failed_checks;
+        if failed >= self.spec.threshold {
+            self.rollback(&format!(
+                "failed checks threshold reached {failed} ({world} policy failing: {})",
+                e.category()
+            ));
+        }
     }
 
     fn report_policy_error(&mut self, world: &str, e: &PolicyError) {

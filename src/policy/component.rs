@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use std::time::Instant;
 use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, types::ComponentItem};
-use wasmtime::{Store, Trap};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{analysis, gate, log, metrics, step, types};
 use super::convert;
@@ -18,7 +20,7 @@ use super::types::*;
 pub const PACKAGE: &str = "fledge:policy";
 
 /// Capabilities a component may import. `log` is always granted; `metrics` only where a provider is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Grants {
     pub metrics: bool,
 }
@@ -200,6 +202,21 @@ impl PolicyComponent {
         );
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline(limits.deadline_ticks());
+        // The deadline is the guest's own time: waiting on a metrics query is the host's, so it is given
+        // back (the queries have their own timeout and cap).
+        let (deadline, tick, started) = (limits.deadline, limits.tick, Instant::now());
+        store.epoch_deadline_callback(move |ctx| {
+            let guest = started.elapsed().saturating_sub(ctx.data().host_time);
+            match deadline.checked_sub(guest) {
+                Some(left) if !left.is_zero() => {
+                    let ticks = left.as_nanos().div_ceil(tick.as_nanos().max(1));
+                    Ok(UpdateDeadline::Continue(
+                        u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
+                    ))
+                }
+                _ => Err(Trap::Interrupt.into()),
+            }
+        });
         let instance = self
             .pre
             .instantiate(&mut store)

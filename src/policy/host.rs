@@ -2,6 +2,7 @@
 //! (memory cap included). A fresh `HostState` lives in each call's Store.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 
@@ -17,6 +18,8 @@ pub struct HostState {
     metrics: Option<Arc<dyn MetricsSource>>,
     /// "name.namespace" of the canary being judged, for log lines.
     canary: String,
+    /// Wall time spent in host calls (metrics queries): not charged to the guest's deadline.
+    pub(super) host_time: Duration,
 }
 
 impl HostState {
@@ -25,6 +28,7 @@ impl HostState {
             memory: MemoryCap::new(memory_limit),
             metrics,
             canary,
+            host_time: Duration::ZERO,
         }
     }
 }
@@ -48,13 +52,12 @@ impl metrics::Host for HostState {
     fn instant_query(&mut self, query: String) -> Result<Vec<metrics::Series>, String> {
         let source = self
             .metrics
-            .as_ref()
+            .clone()
             .ok_or("no metrics provider is configured for this canary")?;
-        Ok(source
-            .instant_query(&query)?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        let started = Instant::now();
+        let answer = source.instant_query(&query);
+        self.host_time += started.elapsed();
+        Ok(answer?.into_iter().map(Into::into).collect())
     }
 
     fn range_query(
@@ -65,16 +68,15 @@ impl metrics::Host for HostState {
     ) -> Result<Vec<metrics::Series>, String> {
         let source = self
             .metrics
-            .as_ref()
+            .clone()
             .ok_or("no metrics provider is configured for this canary")?;
         if step_seconds == 0 {
             return Err("step-seconds must be positive".into());
         }
-        Ok(source
-            .range_query(&query, window_seconds, step_seconds)?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        let started = Instant::now();
+        let answer = source.range_query(&query, window_seconds, step_seconds);
+        self.host_time += started.elapsed();
+        Ok(answer?.into_iter().map(Into::into).collect())
     }
 }
 

@@ -142,9 +142,13 @@ pub async fn wait_phase_of(ns: &TestNamespace, name: &str, phase: Phase, limit: 
 
 /// The VirtualService `podinfo`'s (primary, canary) weights.
 pub async fn weights(ns: &TestNamespace) -> Option<(i64, i64)> {
+    weights_in(&ns.client, &ns.name).await
+}
+
+/// The VirtualService `podinfo`'s (primary, canary) weights in namespace `ns`.
+pub async fn weights_in(client: &Client, ns: &str) -> Option<(i64, i64)> {
     let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
     let vs = api.get_opt("podinfo").await.ok()??;
     let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
     let weight = |host: &str| {

@@ -2,7 +2,10 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod fledge;
+pub mod hooks;
 pub mod policy;
+pub mod prometheus;
+pub mod traffic;
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -43,7 +43,7 @@ impl analysis::Guest for DefaultPolicy {
         hooks: Vec<WebhookOutcome>,
     ) -> Result<AnalysisResult, PolicyError> {
         config::Config::parse(&rollout.config)?;
-        Ok(judge::analysis(&checks, &hooks))
+        Ok(judge::analysis(&rollout, &checks, &hooks))
     }
 }
 

@@ -1,0 +1,312 @@
+//! Metric analysis and webhooks against the real plane and a real Prometheus scraping a traffic simulator
+//! that splits requests by the live VirtualService weights.
+
+mod support;
+
+use std::time::Duration;
+
+use fledge::api::{Canary, CanaryStatus, Phase};
+use serde_json::{Value, json};
+use support::TestNamespace;
+use support::fledge::*;
+use support::hooks::Hooks;
+use support::prometheus::PrometheusServer;
+use support::traffic::{Knobs, Traffic};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A namespace with podinfo 3.1.0, simulated Istio traffic, a Prometheus scraping it and fledge pointed at
+/// that Prometheus.
+struct Rig {
+    ns: TestNamespace,
+    _traffic: Traffic,
+    prometheus: PrometheusServer,
+    controller: tokio::task::JoinHandle<()>,
+}
+
+impl Rig {
+    async fn start(prefix: &str, knobs: Knobs) -> Self {
+        let ns = TestNamespace::create(prefix).await;
+        install_crds(&ns.client).await;
+        create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+        let traffic = Traffic::start(ns.client.clone(), &ns.name, "podinfo", knobs).await;
+        let prometheus = PrometheusServer::start(&ns.name, &traffic.target).await;
+        let controller = start_controller_with(&ns.client, &ns.name, Some(prometheus.address.clone()));
+        Self {
+            ns,
+            _traffic: traffic,
+            prometheus,
+            controller,
+        }
+    }
+
+    /// Creates the Canary, waits for Initialized and ships 3.1.1.
+    async fn ship(&self, analysis: Value) {
+        create_canary(&self.ns, analysis).await.expect("create canary");
+        wait_phase(&self.ns, Phase::Initialized, LIMIT).await;
+        set_image(&self.ns, "stefanprodan/podinfo:3.1.1").await;
+    }
+
+    async fn status(&self) -> CanaryStatus {
+        self.ns
+            .api::<Canary>()
+            .get("podinfo")
+            .await
+            .expect("canary")
+            .status
+            .unwrap_or_default()
+    }
+
+    /// Waits for an event on the Canary whose note contains `text`; returns the note.
+    async fn event(&self, text: &str) -> String {
+        let events: kube::Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
+        support::eventually(&format!("event containing {text:?}"), LIMIT, || async {
+            let list = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .filter_map(|e| e.note.clone())
+                .find(|n| n.contains(text))
+                .ok_or_else(|| {
+                    let notes: Vec<_> = list.items.iter().filter_map(|e| e.note.clone()).collect();
+                    format!("{notes:#?}")
+                })
+        })
+        .await
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.controller.abort();
+    }
+}
+
+/// Flagger's two built-in checks, over a short range so the test runs in seconds.
+fn builtin_checks() -> Value {
+    json!([
+        {"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}},
+        {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 500}},
+    ])
+}
+
+fn check<'a>(status: &'a CanaryStatus, name: &str) -> &'a fledge::api::CheckStatus {
+    status
+        .analysis
+        .as_ref()
+        .and_then(|a| a.checks.iter().find(|c| c.name == name))
+        .unwrap_or_else(|| panic!("no check {name} in {:?}", status.analysis))
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn a_healthy_canary_promotes_through_the_builtin_checks() {
+    let rig = Rig::start("an-healthy", Knobs::default()).await;
+    rig.ship(
+        json!({"interval": "3s", "threshold": 2, "stepWeight": 30, "maxWeight": 60,
+        "metrics": builtin_checks()}),
+    )
+    .await;
+    let done = wait_phase(&rig.ns, Phase::Succeeded, LIMIT).await;
+    let status = done.status.expect("status");
+    assert_eq!(status.failed_checks, 0, "{:?}", status.analysis);
+    let rate = check(&status, "request-success-rate");
+    assert_eq!(rate.verdict, "pass");
+    assert!(rate.value.is_some_and(|v| (v - 100.0).abs() < 1e-6), "{rate:?}");
+    let duration = check(&status, "request-duration");
+    assert!(duration.value.is_some_and(|v| v < 10.0), "{duration:?}");
+    assert_eq!(
+        image(&rig.ns, "podinfo-primary").await.as_deref(),
+        Some("stefanprodan/podinfo:3.1.1")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn a_canary_with_20_percent_errors_rolls_back_after_threshold_failed_checks() {
+    let knobs = Knobs {
+        canary_error_rate: 0.2,
+        ..Knobs::default()
+    };
+    let rig = Rig::start("an-errors", knobs).await;
+    rig.ship(
+        json!({"interval": "3s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
+        "metrics": builtin_checks()}),
+    )
+    .await;
+    let note = rig.event("advancement success rate").await;
+    assert!(note.starts_with("Halt podinfo."), "{note}");
+    assert!(note.contains("% < 99%"), "{note}");
+    wait_phase(&rig.ns, Phase::Failed, LIMIT).await;
+    let status = rig.status().await;
+    let rate = check(&status, "request-success-rate");
+    assert_eq!(rate.verdict, "fail");
+    assert!(rate.value.is_some_and(|v| (v - 80.0).abs() < 2.0), "{rate:?}");
+    assert_eq!(rate.min, Some(99.0));
+    assert_eq!(weights(&rig.ns).await, Some((100, 0)));
+    assert_eq!(
+        image(&rig.ns, "podinfo-primary").await.as_deref(),
+        Some("stefanprodan/podinfo:3.1.0")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn a_canary_with_a_p99_latency_regression_rolls_back() {
+    let knobs = Knobs {
+        canary_latency_ms: 800.0,
+        ..Knobs::default()
+    };
+    let rig = Rig::start("an-latency", knobs).await;
+    rig.ship(
+        json!({"interval": "3s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
+        "metrics": builtin_checks()}),
+    )
+    .await;
+    let note = rig.event("advancement request duration").await;
+    assert!(note.contains("ms > 500ms"), "{note}");
+    wait_phase(&rig.ns, Phase::Failed, LIMIT).await;
+    let status = rig.status().await;
+    let duration = check(&status, "request-duration");
+    assert_eq!(duration.verdict, "fail");
+    assert!(duration.value.is_some_and(|v| v > 500.0), "{duration:?}");
+    assert_eq!(check(&status, "request-success-rate").verdict, "pass");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn prometheus_down_mid_analysis_fails_checks_clearly_and_the_rollout_resumes_when_it_is_back() {
+    let mut rig = Rig::start("an-outage", Knobs::default()).await;
+    rig.ship(
+        json!({"interval": "2s", "threshold": 50, "stepWeight": 20, "maxWeight": 60,
+        "metrics": builtin_checks()}),
+    )
+    .await;
+    wait_weights(&rig.ns, (60, 40)).await;
+    rig.prometheus.stop();
+    let note = rig.event("query failed").await;
+    assert!(note.contains("unreachable"), "{note}");
+    support::eventually("failed checks counted", LIMIT, || async {
+        let s = rig.status().await;
+        if s.failed_checks >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        weights(&rig.ns).await,
+        Some((60, 40)),
+        "no step while the checks cannot run"
+    );
+    rig.prometheus.resume().await;
+    let done = wait_phase(&rig.ns, Phase::Succeeded, LIMIT).await;
+    assert_eq!(done.status.map(|s| s.phase), Some(Some(Phase::Succeeded)));
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn a_closed_promotion_gate_holds_without_failing_checks_until_it_opens() {
+    let rig = Rig::start("an-gate", Knobs::default()).await;
+    let hooks = Hooks::start().await;
+    rig.ship(json!({"interval": "3s", "threshold": 3, "stepWeight": 30, "maxWeight": 60,
+        "metrics": builtin_checks(),
+        "webhooks": [
+            {"name": "approve", "type": "confirm-promotion", "url": format!("{}/gate/check", hooks.url)},
+            {"name": "smoke", "type": "pre-rollout", "url": format!("{}/pre", hooks.url), "metadata": {"cmd": "curl podinfo"}},
+        ]}))
+        .await;
+    let entered = wait_phase(&rig.ns, Phase::WaitingPromotion, LIMIT).await;
+    let failed_before = entered.status.map(|s| s.failed_checks);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let waiting = rig.status().await;
+    assert_eq!(waiting.phase, Some(Phase::WaitingPromotion));
+    assert_eq!(
+        Some(waiting.failed_checks),
+        failed_before,
+        "a closed gate is not a failed check"
+    );
+    assert_eq!(weights(&rig.ns).await, Some((40, 60)));
+    // Flagger's payload reached the pre-rollout hook, with the hook's metadata.
+    let pre = hooks.calls("/pre");
+    assert!(!pre.is_empty());
+    assert_eq!(pre[0]["name"], "podinfo");
+    assert_eq!(pre[0]["namespace"], rig.ns.name.as_str());
+    assert_eq!(pre[0]["phase"], "Progressing");
+    assert_eq!(pre[0]["metadata"]["cmd"], "curl podinfo");
+    assert!(pre[0]["checksum"].as_str().is_some_and(|c| !c.is_empty()));
+    hooks.open_gate(true);
+    wait_phase(&rig.ns, Phase::Succeeded, LIMIT).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn a_rollback_webhook_answering_200_aborts_and_a_failing_pre_rollout_hook_counts() {
+    let rig = Rig::start("an-hooks", Knobs::default()).await;
+    let hooks = Hooks::start().await;
+    hooks.answer("/pre", 500);
+    rig.ship(
+        json!({"interval": "2s", "threshold": 5, "stepWeight": 20, "maxWeight": 60,
+        "webhooks": [
+            {"name": "smoke", "type": "pre-rollout", "url": format!("{}/pre", hooks.url)},
+            {"name": "abort", "type": "rollback", "url": format!("{}/rollback/check", hooks.url)},
+        ]}),
+    )
+    .await;
+    rig.event("pre-rollout check smoke failed").await;
+    let s = rig.status().await;
+    assert!(s.failed_checks >= 1, "{s:?}");
+    assert_eq!(
+        weights(&rig.ns).await,
+        Some((100, 0)),
+        "no traffic before pre-rollout passes"
+    );
+    hooks.answer("/pre", 200);
+    wait_weights(&rig.ns, (60, 40)).await;
+    hooks.open_rollback(true);
+    rig.event("manual webhook invoked").await;
+    wait_phase(&rig.ns, Phase::Failed, LIMIT).await;
+    assert_eq!(weights(&rig.ns).await, Some((100, 0)));
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn a_policy_comparing_canary_and_primary_error_rates_fails_where_the_absolute_threshold_passes() {
+    let knobs = Knobs {
+        canary_error_rate: 0.04,
+        ..Knobs::default()
+    };
+    let rig = Rig::start("an-relative", knobs).await;
+    let component = format!(
+        "{}/fledge_policy_relative_errors.wasm",
+        env!("FLEDGE_POLICY_OUT_DIR")
+    );
+    rig.ship(
+        json!({"interval": "3s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
+        "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 95}}],
+        "policy": {"component": component, "config": {"margin": 1.0, "window": "10s"}}}),
+    )
+    .await;
+    wait_phase(&rig.ns, Phase::Failed, LIMIT).await;
+    let status = rig.status().await;
+    let analysis = status.analysis.clone().expect("analysis recorded");
+    // The absolute check alone would have passed: 96 % >= 95 %.
+    let rate = check(&status, "request-success-rate");
+    assert_eq!(rate.verdict, "pass", "{analysis:?}");
+    assert!(rate.value.is_some_and(|v| (v - 96.0).abs() < 1.5), "{rate:?}");
+    assert_eq!(analysis.verdict, "fail");
+    // The policy's own queries are recorded with their results, for replay.
+    assert_eq!(analysis.queries.len(), 2, "{analysis:?}");
+    assert!(
+        analysis
+            .queries
+            .iter()
+            .all(|q| q.result.is_some() && q.error.is_none())
+    );
+    assert!(analysis.queries[1].query.contains("podinfo-primary"));
+    let note = rig.event("exceeds primary's").await;
+    assert!(note.contains("canary error rate 4."), "{note}");
+}
