@@ -13,7 +13,9 @@ export FLEDGE_COMPONENTIZE_PY=$cache/py-venv-componentize-0.25.1/bin/componentiz
 echo "[test] lints" >&2
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo clippy --locked --target wasm32-unknown-unknown -p fledge-policy-default -p fledge-policy-hostile -p fledge-policy-scripted -- -D warnings
+cargo clippy --locked --target wasm32-unknown-unknown -p fledge-policy-default -p fledge-policy-relative-errors -p fledge-policy-hostile -p fledge-policy-scripted -- -D warnings
+# The example policy's pure logic, on the host.
+cargo test --locked -p fledge-policy-relative-errors --lib
 # Compile the tests before the plane starts, so the plane is not kept waiting on the compiler.
 cargo test --all-targets --locked --no-run
 

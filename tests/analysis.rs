@@ -104,9 +104,39 @@ fn check<'a>(status: &'a CanaryStatus, name: &str) -> &'a fledge::api::CheckStat
 #[ignore = "needs the local control plane and prometheus; run with make test"]
 async fn a_healthy_canary_promotes_through_the_builtin_checks() {
     let rig = Rig::start("an-healthy", Knobs::default()).await;
+    // A MetricTemplate with variables and credentials from a Secret, next to the built-ins.
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "prom-auth"}, "stringData": {"token": "t0ken"}
+    }))
+    .expect("secret");
+    rig.ns
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create secret");
+    let template: fledge::api::MetricTemplate = serde_json::from_value(json!({
+        "apiVersion": "fledge.dev/v1alpha1", "kind": "MetricTemplate",
+        "metadata": {"name": "latency-quantile"},
+        "spec": {
+            "provider": {"type": "prometheus", "address": rig.prometheus.address, "secretRef": {"name": "prom-auth"}},
+            "query": "histogram_quantile({{ variables.quantile }}, sum(rate(istio_request_duration_milliseconds_bucket{reporter=\"destination\",destination_workload_namespace=\"{{ namespace }}\",destination_workload=~\"{{ target }}\"}[{{ interval }}])) by (le))"
+        }
+    }))
+    .expect("template");
+    rig.ns
+        .api::<fledge::api::MetricTemplate>()
+        .create(&Default::default(), &template)
+        .await
+        .expect("create template");
+    let mut metrics = builtin_checks();
+    metrics
+        .as_array_mut()
+        .expect("list")
+        .push(json!({"name": "latency-p50", "interval": "10s",
+        "templateRef": {"name": "latency-quantile"}, "templateVariables": {"quantile": "0.5"},
+        "thresholdRange": {"max": 100}}));
     rig.ship(
-        json!({"interval": "3s", "threshold": 2, "stepWeight": 30, "maxWeight": 60,
-        "metrics": builtin_checks()}),
+        json!({"interval": "3s", "threshold": 2, "stepWeight": 30, "maxWeight": 60, "metrics": metrics}),
     )
     .await;
     let done = wait_phase(&rig.ns, Phase::Succeeded, LIMIT).await;
@@ -117,6 +147,18 @@ async fn a_healthy_canary_promotes_through_the_builtin_checks() {
     assert!(rate.value.is_some_and(|v| (v - 100.0).abs() < 1e-6), "{rate:?}");
     let duration = check(&status, "request-duration");
     assert!(duration.value.is_some_and(|v| v < 10.0), "{duration:?}");
+    let p50 = check(&status, "latency-p50");
+    assert_eq!(p50.verdict, "pass", "{p50:?}");
+    assert!(p50.value.is_some_and(|v| v > 1.0 && v <= 5.0), "{p50:?}");
+    // Figures for the notes (shown with --nocapture).
+    println!(
+        "analysis took {:?} ms; query ms {:?}",
+        status.analysis.as_ref().and_then(|a| a.duration_ms),
+        status
+            .analysis
+            .as_ref()
+            .map(|a| a.checks.iter().map(|c| c.query_ms).collect::<Vec<_>>())
+    );
     assert_eq!(
         image(&rig.ns, "podinfo-primary").await.as_deref(),
         Some("stefanprodan/podinfo:3.1.1")

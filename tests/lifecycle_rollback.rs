@@ -273,7 +273,7 @@ async fn a_trapping_policy_fails_checks_for_its_canary_only() {
     let s = failed.status.expect("status");
     assert_eq!(s.failed_checks, 2, "each trap counted one failed check");
     let decision = s.policy.and_then(|p| p.last_decision).unwrap_or_default();
-    assert!(decision.starts_with("rollback"), "{decision}");
+    assert_eq!(decision, "analysis error: trap");
     let events = ns
         .api::<k8s_openapi::api::core::v1::Event>()
         .list(&ListParams::default())
@@ -285,6 +285,15 @@ async fn a_trapping_policy_fails_checks_for_its_canary_only() {
             .iter()
             .any(|e| e.reason.as_deref() == Some("PolicyError")),
         "no PolicyError event"
+    );
+    // The controller rolled back by itself: a trapping policy cannot be asked to.
+    assert!(
+        events.items.iter().any(|e| {
+            e.message.as_deref().is_some_and(|m| {
+                m.contains("failed checks threshold reached 2 (analysis policy failing: trap)")
+            })
+        }),
+        "no rollback event"
     );
     controller.abort();
 }

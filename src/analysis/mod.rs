@@ -5,7 +5,7 @@
 pub mod query;
 mod source;
 
-pub use source::{PolicyMetrics, QueryLimits};
+pub use source::{PolicyMetrics, QueryLimits, Replay};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +35,14 @@ impl std::fmt::Debug for Providers {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// One check as it ran: the measurement, the PromQL and how long resolving and querying took.
+#[derive(Debug, Clone)]
+pub struct CheckRun {
+    pub check: MetricCheck,
+    pub query: String,
+    pub elapsed: Duration,
 }
 
 /// Where a check's query runs.
@@ -84,13 +92,9 @@ impl Providers {
 
     /// Runs every check of `spec` for canary `name` in `namespace`, concurrently; a check that cannot run
     /// carries the reason in `error` (the policy decides what that means — the default fails it).
-    pub async fn run_checks(
-        &self,
-        name: &str,
-        namespace: &str,
-        spec: &ValidSpec,
-    ) -> Vec<(MetricCheck, String)> {
+    pub async fn run_checks(&self, name: &str, namespace: &str, spec: &ValidSpec) -> Vec<CheckRun> {
         let runs = spec.metrics.iter().map(|m| async move {
+            let started = std::time::Instant::now();
             let (value, error, query) = match self.resolve(name, namespace, spec, m).await {
                 Err(error) => (None, Some(error), String::new()),
                 Ok(r) => match r.prometheus.value(&r.query).await {
@@ -98,13 +102,16 @@ impl Providers {
                     Err(e) => (None, Some(e.to_string()), r.query),
                 },
             };
-            let check = MetricCheck {
-                name: m.name.clone(),
-                value,
-                range: m.range,
-                error,
-            };
-            (check, query)
+            CheckRun {
+                check: MetricCheck {
+                    name: m.name.clone(),
+                    value,
+                    range: m.range,
+                    error,
+                },
+                query,
+                elapsed: started.elapsed(),
+            }
         });
         futures::future::join_all(runs).await
     }

@@ -122,3 +122,80 @@ impl MetricsSource for PolicyMetrics {
         )
     }
 }
+
+/// Answers a policy's queries from a recording (`status.analysis.queries`), in order: a decision replayed
+/// exactly as it was made. A query the recording does not hold is an error, not a live call.
+#[derive(Debug)]
+pub struct Replay {
+    recorded: Mutex<std::collections::VecDeque<QueryRecord>>,
+}
+
+impl Replay {
+    pub fn new(records: &[QueryRecord]) -> Self {
+        Self {
+            recorded: Mutex::new(records.iter().cloned().collect()),
+        }
+    }
+
+    fn answer(&self, query: &str, range: Option<(u32, u32)>) -> Result<Vec<Series>, String> {
+        let mut recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = recorded
+            .iter()
+            .position(|r| r.query == query && r.window_seconds.zip(r.step_seconds) == range)
+            .ok_or_else(|| format!("query not in the recording: {query}"))?;
+        let record = recorded.remove(at).unwrap_or_default();
+        match (record.error, record.result) {
+            (Some(error), _) => Err(error),
+            (None, Some(json)) => serde_json::from_str(&json)
+                .map_err(|e| format!("recorded result cannot be replayed (clipped?): {e}")),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+}
+
+impl MetricsSource for Replay {
+    fn instant_query(&self, query: &str) -> Result<Vec<Series>, String> {
+        self.answer(query, None)
+    }
+
+    fn range_query(
+        &self,
+        query: &str,
+        window_seconds: u32,
+        step_seconds: u32,
+    ) -> Result<Vec<Series>, String> {
+        self.answer(query, Some((window_seconds, step_seconds)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_answers_recorded_queries_in_order_and_refuses_others() {
+        let series = vec![Series {
+            labels: vec![("w".into(), "podinfo".into())],
+            samples: vec![crate::policy::types::Sample {
+                timestamp: 1.0,
+                value: 4.0,
+            }],
+        }];
+        let replay = Replay::new(&[
+            QueryRecord {
+                query: "q".into(),
+                result: Some(serde_json::to_string(&series).expect("json")),
+                ..QueryRecord::default()
+            },
+            QueryRecord {
+                query: "q".into(),
+                error: Some("Prometheus unreachable".into()),
+                ..QueryRecord::default()
+            },
+        ]);
+        assert_eq!(replay.instant_query("q"), Ok(series));
+        assert_eq!(replay.instant_query("q"), Err("Prometheus unreachable".into()));
+        assert!(replay.instant_query("q").is_err(), "each record answers once");
+        assert!(replay.range_query("other", 60, 10).is_err());
+    }
+}

@@ -354,6 +354,9 @@ pub struct AnalysisStatus {
     pub time: Option<Time>,
     /// `pass`, `fail` or `inconclusive`.
     pub verdict: String,
+    /// Wall time of the analysis: webhooks, queries and the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -376,6 +379,9 @@ pub struct CheckStatus {
     pub max: Option<f64>,
     pub verdict: String,
     pub message: String,
+    /// How long the query took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_ms: Option<u32>,
 }
 
 /// One webhook call.

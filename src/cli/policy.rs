@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::types::{GateKind, MetricCheck, Rollout, WebhookOutcome};
+use crate::analysis::Replay;
+use crate::api::QueryRecord;
+use crate::policy::types::{GateKind, MetricCheck, MetricsSource, Rollout, WebhookOutcome};
 use crate::policy::{Grants, Limits, Policy, PolicyComponent, PolicyEngine, PolicyError, read_source};
 
 /// Which judgement to ask for.
@@ -29,6 +31,10 @@ pub struct EvalInput {
     /// Metric checks (world analysis).
     #[serde(default)]
     pub checks: Vec<MetricCheck>,
+    /// The policy's own queries as a Canary's `status.analysis.queries` recorded them: replayed to the
+    /// component's `metrics` import instead of asking Prometheus (world analysis).
+    #[serde(default)]
+    pub queries: Vec<QueryRecord>,
 }
 
 /// Where compiled policies are cached: `$FLEDGE_POLICY_CACHE`, else `~/.cache/fledge/policy-cache`.
@@ -60,7 +66,10 @@ pub fn eval(source: &str, world: World, input: &EvalInput) -> anyhow::Result<ser
                 .ok_or_else(|| anyhow::anyhow!("world gate needs \"gate\" in the input"))?;
             serde_json::to_value(policy.gate(r, kind, &input.hooks)?)?
         }
-        World::Analysis => serde_json::to_value(policy.analyse(r, &input.checks, &input.hooks, None)?)?,
+        World::Analysis => {
+            let replay: std::sync::Arc<dyn MetricsSource> = std::sync::Arc::new(Replay::new(&input.queries));
+            serde_json::to_value(policy.analyse(r, &input.checks, &input.hooks, Some(replay))?)?
+        }
     };
     Ok(decision)
 }

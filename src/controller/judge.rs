@@ -115,13 +115,14 @@ impl Judge for PolicyJudge {
     }
 
     fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError> {
+        let started = std::time::Instant::now();
         let hooks = self.call(rollout, WebhookType::Rollout);
         let checks = self.handle.block_on(self.providers.run_checks(
             &rollout.name,
             &rollout.namespace,
             &self.spec,
         ));
-        let plain: Vec<_> = checks.iter().map(|(c, _)| c.clone()).collect();
+        let plain: Vec<_> = checks.iter().map(|run| run.check.clone()).collect();
         let source = self.metrics.clone().map(|m| m as Arc<dyn MetricsSource>);
         let result = match self.policy.analyse(rollout, &plain, &hooks, source.clone()) {
             Err(PolicyError::MissingExport { .. }) => {
@@ -137,9 +138,11 @@ impl Judge for PolicyJudge {
                 Ok(r) => verdict_name(r.verdict).to_owned(),
                 Err(e) => format!("error: {}", e.category()),
             },
+            duration_ms: Some(millis(started.elapsed())),
             checks: checks
                 .iter()
-                .map(|(c, _)| {
+                .map(|run| {
+                    let c = &run.check;
                     let judged = verdicts.iter().find(|v| v.name == c.name);
                     CheckStatus {
                         name: c.name.clone(),
@@ -151,6 +154,7 @@ impl Judge for PolicyJudge {
                             || c.error.clone().unwrap_or_default(),
                             |v| crate::text::clip(&v.message, 512),
                         ),
+                        query_ms: Some(millis(run.elapsed)),
                     }
                 })
                 .collect(),
@@ -180,6 +184,10 @@ fn own_config(rollout: &Rollout) -> Rollout {
         config: "{}".into(),
         ..rollout.clone()
     }
+}
+
+fn millis(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 fn verdict_name(v: Verdict) -> &'static str {

@@ -12,33 +12,38 @@ use serde_json::json;
 use super::{TestNamespace, eventually};
 use fledge::api::{Canary, Phase};
 
-/// Installs (or updates) the Canary CRD and waits until it is served.
+/// Installs (or updates) fledge's CRDs (Canary, MetricTemplate) and waits until they are served.
 pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = Canary::crd();
-    let name = crd.metadata.name.clone().expect("crd name");
-    crds.patch(
-        &name,
-        &PatchParams::apply("fledge-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply CRD");
-    eventually("Canary CRD established", Duration::from_secs(30), || async {
-        let c = crds.get(&name).await.map_err(|e| e.to_string())?;
-        let established = c
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            Ok(())
-        } else {
-            Err("not established".into())
-        }
-    })
-    .await;
+    for crd in [Canary::crd(), fledge::api::MetricTemplate::crd()] {
+        let name = crd.metadata.name.clone().expect("crd name");
+        crds.patch(
+            &name,
+            &PatchParams::apply("fledge-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        eventually(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || async {
+                let c = crds.get(&name).await.map_err(|e| e.to_string())?;
+                let established = c
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                if established {
+                    Ok(())
+                } else {
+                    Err("not established".into())
+                }
+            },
+        )
+        .await;
+    }
 }
 
 /// Runs the controller for `ns` only, in this process, with a 1 s interval floor.
