@@ -37,7 +37,7 @@ show "podinfo before fledge"
 
 echo
 echo "== starting fledge controller (log: $log)"
-"$root/target/debug/fledge" controller --kubeconfig "$kubeconfig" --min-interval 3s >"$log" 2>&1 &
+"$root/target/debug/fledge" controller --kubeconfig "$kubeconfig" --min-interval 3s --listen 127.0.0.1:${FLEDGE_DEMO_PORT:-18080} >"$log" 2>&1 &
 controller_pid=$!
 kc apply -f "$root/examples/podinfo/canary.yaml" >/dev/null
 

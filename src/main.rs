@@ -17,25 +17,62 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller (kubeconfig from KUBECONFIG or ~/.kube/config, else in-cluster).
-    Controller {
-        /// Floor for analysis.interval, e.g. 10s (Flagger's) or lower for demos and tests.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        min_interval: std::time::Duration,
-        /// Watch only this namespace.
-        #[arg(long, env = "FLEDGE_NAMESPACE")]
-        namespace: Option<String>,
-        /// Kubeconfig file; default: KUBECONFIG, ~/.kube/config, or the in-cluster service account.
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
-        /// Prometheus URL for canaries without spec.metricsServer (Flagger's -metrics-server).
-        #[arg(long, env = "FLEDGE_METRICS_SERVER")]
-        metrics_server: Option<String>,
-    },
+    Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions fledge installs, as YAML.
     Crds,
     /// Run or describe policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+/// Every controller setting, by flag or environment variable.
+#[derive(Debug, clap::Args)]
+struct ControllerArgs {
+    /// Floor for analysis.interval, e.g. 10s (Flagger's) or lower for demos and tests.
+    #[arg(long, env = "FLEDGE_MIN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    min_interval: std::time::Duration,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "FLEDGE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Kubeconfig file; default: KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Prometheus URL for canaries without spec.metricsServer (Flagger's -metrics-server).
+    #[arg(long, env = "FLEDGE_METRICS_SERVER")]
+    metrics_server: Option<String>,
+    /// Timeout of one metric check query.
+    #[arg(long, env = "FLEDGE_QUERY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    query_timeout: std::time::Duration,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "FLEDGE_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, env = "FLEDGE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "FLEDGE_LOG_JSON")]
+    log_json: bool,
+    /// Act only while holding a Lease (run two replicas with this).
+    #[arg(long, env = "FLEDGE_LEADER_ELECT")]
+    leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, env = "FLEDGE_LEASE_NAME", default_value = "fledge-leader-election")]
+    lease_name: String,
+    /// The Lease's namespace (in a pod: its own, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "fledge-system")]
+    lease_namespace: String,
+    /// How long a Lease holds without renewal.
+    #[arg(long, env = "FLEDGE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+    /// Wall-clock limit of one policy call.
+    #[arg(long, env = "FLEDGE_POLICY_DEADLINE", default_value = "100ms", value_parser = parse_duration)]
+    policy_deadline: std::time::Duration,
+    /// Memory limit of one policy instance, in MiB.
+    #[arg(long, env = "FLEDGE_POLICY_MEMORY_MIB", default_value_t = 64)]
+    policy_memory_mib: usize,
+    /// Canaries reconciled at once.
+    #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = 4)]
+    concurrency: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,17 +110,12 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-fn controller(
-    min_interval: std::time::Duration,
-    namespace: Option<String>,
-    kubeconfig: Option<PathBuf>,
-    metrics_server: Option<String>,
-) -> anyhow::Result<()> {
+fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let client = match kubeconfig {
+        let client = match &args.kubeconfig {
             Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(&path)?;
+                let file = kube::config::Kubeconfig::read_from(path)?;
                 let config =
                     kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                         .await?;
@@ -91,40 +123,56 @@ fn controller(
             }
             None => kube::Client::try_default().await?,
         };
-        let engine = fledge::policy::PolicyEngine::new(
-            fledge::policy::Limits::default(),
-            policy::default_cache_dir(),
-        )?;
-        tracing::info!(
-            ?min_interval,
-            ?namespace,
-            ?metrics_server,
-            "fledge controller starting"
-        );
-        fledge::controller::run(
-            client,
-            engine,
-            fledge::controller::Options {
-                min_interval,
-                namespace,
-                metrics_server,
-                ..Default::default()
-            },
-        )
-        .await;
-        anyhow::Ok(())
+        let limits = fledge::policy::Limits {
+            deadline: args.policy_deadline,
+            memory_bytes: args.policy_memory_mib << 20,
+            ..Default::default()
+        };
+        let engine = fledge::policy::PolicyEngine::new(limits, policy::default_cache_dir())?;
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("fledge-{}", std::process::id()));
+        let options = fledge::controller::Options {
+            min_interval: args.min_interval,
+            namespace: args.namespace.clone(),
+            metrics_server: args.metrics_server.clone(),
+            query_timeout: args.query_timeout,
+            concurrency: args.concurrency.max(1),
+            lease: args.leader_elect.then(|| fledge::controller::leader::LeaseConfig {
+                namespace: args.lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: format!("{identity}_{}", std::process::id()),
+                duration: args.lease_duration,
+            }),
+            ..Default::default()
+        };
+        // Ready once the API answers: a standby waiting for the Lease is ready to take over.
+        let ready = fledge::telemetry::http::Readiness::default();
+        let server = tokio::spawn(fledge::telemetry::http::serve(
+            args.listen,
+            options.metrics.clone(),
+            ready.clone(),
+            fledge::controller::shutdown_signal(),
+        ));
+        client.apiserver_version().await?;
+        ready.set(true);
+        tracing::info!(?args, "fledge controller starting");
+        let ended = fledge::controller::run(client, engine, options).await;
+        ready.set(false);
+        server.abort();
+        Ok(match ended {
+            fledge::controller::Ended::Signal => ExitCode::SUCCESS,
+            // Exit non-zero so the pod restarts and stands by for the Lease again.
+            fledge::controller::Ended::LeaseLost => ExitCode::from(1),
+        })
     })
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Controller {
-            min_interval,
-            namespace,
-            kubeconfig,
-            metrics_server,
-        } => {
-            controller(min_interval, namespace, kubeconfig, metrics_server)?;
+        Command::Controller(args) => {
+            fledge::telemetry::init_controller_logging(&args.log_level, args.log_json);
+            return controller(*args);
         }
         Command::Crds => print!("{}", fledge::api::crds_yaml()?),
         Command::Policy(PolicyCommand::Eval { source, world, input }) => {
@@ -144,14 +192,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&policy::inspect(&source)?)?);
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    fledge::telemetry::init_logging();
+    if !matches!(cli.command, Command::Controller(_)) {
+        fledge::telemetry::init_logging();
+    }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             tracing::error!("{err:#}");
             ExitCode::from(policy::exit_code(&err))

@@ -334,6 +334,9 @@ pub struct CanaryStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// fledge: when the rollout in flight started (a new revision was detected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_start_time: Option<Time>,
     /// fledge: when the last analysis tick ran, so a restarted controller keeps the interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_tick_time: Option<Time>,

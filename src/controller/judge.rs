@@ -15,6 +15,7 @@ use crate::policy::types::{
     GateDecision, GateKind, MetricVerdict, MetricsSource, Rollout, StepDecision, Verdict, WebhookOutcome,
 };
 use crate::policy::{Policy, PolicyComponent, PolicyError};
+use crate::telemetry::metrics::Metrics;
 use crate::webhooks::{Payload, Webhooks};
 
 /// Asks one policy component, feeding it what the canary's webhooks and metrics say.
@@ -27,6 +28,7 @@ pub struct PolicyJudge {
     pub handle: Handle,
     pub providers: Arc<Providers>,
     pub webhooks: Webhooks,
+    pub telemetry: Metrics,
     /// The canary's Prometheus for the policy's own queries; `None` when no provider is configured.
     pub metrics: Option<Arc<PolicyMetrics>>,
     /// The revision under analysis, sent to webhooks as Flagger's `checksum`.
@@ -44,6 +46,7 @@ impl PolicyJudge {
         handle: Handle,
         providers: Arc<Providers>,
         webhooks: Webhooks,
+        telemetry: Metrics,
         metrics: Option<Arc<PolicyMetrics>>,
         checksum: String,
     ) -> Self {
@@ -54,6 +57,7 @@ impl PolicyJudge {
             handle,
             providers,
             webhooks,
+            telemetry,
             metrics,
             checksum,
             record: None,
@@ -87,6 +91,11 @@ impl PolicyJudge {
         outcomes
     }
 
+    fn timed<T>(&self, world: &'static str, started: std::time::Instant, answer: &Result<T, PolicyError>) {
+        let error = answer.as_ref().err().map(PolicyError::category);
+        self.telemetry.policy_call(world, started.elapsed(), error);
+    }
+
     /// Webhook calls made so far in this tick, for the status when no analysis ran.
     pub fn take_webhook_calls(&mut self) -> Vec<WebhookStatus> {
         std::mem::take(&mut self.called)
@@ -95,10 +104,13 @@ impl PolicyJudge {
 
 impl Judge for PolicyJudge {
     fn step(&mut self, rollout: &Rollout) -> Result<StepDecision, PolicyError> {
-        match self.policy.step(rollout) {
+        let started = std::time::Instant::now();
+        let answer = match self.policy.step(rollout) {
             Err(PolicyError::MissingExport { .. }) => self.fallback.step(&own_config(rollout)),
             answer => answer,
-        }
+        };
+        self.timed("step", started, &answer);
+        answer
     }
 
     fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError> {
@@ -108,10 +120,13 @@ impl Judge for PolicyJudge {
             GateKind::ConfirmPromotion => WebhookType::ConfirmPromotion,
         };
         let hooks = self.call(rollout, webhook_kind);
-        match self.policy.gate(rollout, kind, &hooks) {
+        let started = std::time::Instant::now();
+        let answer = match self.policy.gate(rollout, kind, &hooks) {
             Err(PolicyError::MissingExport { .. }) => self.fallback.gate(&own_config(rollout), kind, &hooks),
             answer => answer,
-        }
+        };
+        self.timed("gate", started, &answer);
+        answer
     }
 
     fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError> {
@@ -124,6 +139,7 @@ impl Judge for PolicyJudge {
         ));
         let plain: Vec<_> = checks.iter().map(|run| run.check.clone()).collect();
         let source = self.metrics.clone().map(|m| m as Arc<dyn MetricsSource>);
+        let policy_started = std::time::Instant::now();
         let result = match self.policy.analyse(rollout, &plain, &hooks, source.clone()) {
             Err(PolicyError::MissingExport { .. }) => {
                 self.fallback
@@ -131,6 +147,8 @@ impl Judge for PolicyJudge {
             }
             answer => answer,
         };
+        // Includes the policy's own queries: that is what the analysis world costs.
+        self.timed("analysis", policy_started, &result);
         let verdicts: &[MetricVerdict] = result.as_ref().map_or(&[], |r| &r.metrics);
         let record = AnalysisStatus {
             time: Some(Time(Timestamp::now())),

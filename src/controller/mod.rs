@@ -3,6 +3,7 @@
 
 mod events;
 mod judge;
+pub mod leader;
 mod reconcile;
 mod status;
 
@@ -36,6 +37,12 @@ pub struct Options {
     pub query_timeout: Duration,
     /// Bounds on a policy's own queries through the `metrics` import.
     pub policy_queries: crate::analysis::QueryLimits,
+    /// Canaries reconciled at once.
+    pub concurrency: u16,
+    /// Act only while holding this Lease; `None` acts at once (a single replica).
+    pub lease: Option<leader::LeaseConfig>,
+    /// fledge's own series, exported on `/metrics`.
+    pub metrics: crate::telemetry::metrics::Metrics,
 }
 
 impl Default for Options {
@@ -46,12 +53,47 @@ impl Default for Options {
             metrics_server: None,
             query_timeout: crate::prometheus::DEFAULT_TIMEOUT,
             policy_queries: crate::analysis::QueryLimits::default(),
+            concurrency: 4,
+            lease: None,
+            metrics: crate::telemetry::metrics::Metrics::new(),
         }
     }
 }
 
-/// Runs the controller until the process is stopped.
-pub async fn run(client: Client, engine: PolicyEngine, options: Options) {
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// SIGTERM or Ctrl-C: a clean stop.
+    Signal,
+    /// The Lease was lost: another replica acts now; this one must not.
+    LeaseLost,
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the controller until the process is stopped (or, with leader election, loses its Lease).
+pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ended {
+    if let Some(lease) = &options.lease {
+        tokio::select! {
+            () = leader::acquire(&client, lease) => {}
+            () = shutdown_signal() => return Ended::Signal,
+        }
+    }
     let api = |client: &Client| -> Api<Canary> {
         match &options.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -65,18 +107,42 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
-    let ctx = match Context::new(client.clone(), engine, options.clone(), reporter()) {
+    let ctx = match Context::new(client.clone(), engine, options.clone(), reporter(), reader.clone()) {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => {
             tracing::error!("cannot set up HTTP clients: {e}");
-            return;
+            return Ended::Signal;
         }
     };
     let (for_deployments, for_configs, for_secrets) = (reader.clone(), reader.clone(), reader.clone());
     let deployments: Api<Deployment> = namespaced_or_all(&client, options.namespace.as_deref());
     let config_maps: Api<ConfigMap> = namespaced_or_all(&client, options.namespace.as_deref());
     let secrets: Api<Secret> = namespaced_or_all(&client, options.namespace.as_deref());
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Stop on a signal, or when the Lease is lost (the watcher runs as its own task; the controller only
+    // needs to hear that it is time).
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watchdog = {
+        let (client, lease, lost) = (client.clone(), options.lease.clone(), lost.clone());
+        tokio::spawn(async move {
+            let keep = async {
+                match &lease {
+                    Some(lease) => leader::keep(&client, lease).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = keep => lost.store(true, std::sync::atomic::Ordering::SeqCst),
+                () = shutdown_signal() => {}
+            }
+            let _ = stop_tx.send(());
+        })
+    };
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
     Controller::for_stream(canaries, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
         .watches(deployments, watcher::Config::default(), move |d| {
             canaries_for_deployment(&for_deployments, &d)
         })
@@ -86,7 +152,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) {
         .watches(secrets, watcher::Config::default(), move |s| {
             canaries_tracking(&for_secrets, "secret", &s)
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -94,6 +160,14 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) {
             }
         })
         .await;
+    watchdog.abort();
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ended::LeaseLost;
+    }
+    if let Some(lease) = &options.lease {
+        leader::release(&client, lease).await;
+    }
+    Ended::Signal
 }
 
 fn namespaced_or_all<K>(client: &Client, namespace: Option<&str>) -> Api<K>

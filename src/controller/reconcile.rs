@@ -32,6 +32,8 @@ pub struct Context {
     options: Options,
     providers: Arc<Providers>,
     webhooks: Webhooks,
+    /// Every Canary the controller watches (for the per-namespace count).
+    canaries: kube::runtime::reflector::Store<Canary>,
 }
 
 impl std::fmt::Debug for Context {
@@ -48,6 +50,7 @@ impl Context {
         engine: PolicyEngine,
         options: Options,
         instance: String,
+        canaries: kube::runtime::reflector::Store<Canary>,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             recorder: EventRecorder::new(client.clone(), instance),
@@ -57,6 +60,7 @@ impl Context {
                 options.query_timeout,
             )),
             webhooks: Webhooks::new()?,
+            canaries,
             client,
             engine,
             options,
@@ -105,8 +109,9 @@ impl ReconcileError {
 }
 
 /// Backs off on errors: quick first, never a fixed long sleep.
-pub fn error_policy(canary: Arc<Canary>, err: &ReconcileError, _: Arc<Context>) -> Requeue {
+pub fn error_policy(canary: Arc<Canary>, err: &ReconcileError, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(canary = %canary.name_any(), category = err.category(), "reconcile failed: {err}");
+    ctx.options.metrics.reconcile_error(err.category());
     Requeue::requeue(Duration::from_secs(5))
 }
 
@@ -196,6 +201,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             tokio::runtime::Handle::current(),
             ctx.providers.clone(),
             ctx.webhooks.clone(),
+            ctx.options.metrics.clone(),
             metrics,
             state.last_applied.clone().unwrap_or_default(),
         );
@@ -270,10 +276,63 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         )
     };
     set_condition(&mut next, ready);
+    record_metrics(&ctx, &id, &spec, status, &mut next);
     write_status(&ctx, &canary, status, next).await?;
     Ok(decided
         .requeue
         .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// Exports the canary's state and, when a rollout starts or ends, its start time and duration.
+fn record_metrics(ctx: &Context, id: &CanaryId, spec: &ValidSpec, old: Option<&CanaryStatus>, next: &mut CanaryStatus) {
+    let metrics = &ctx.options.metrics;
+    let in_flight = |p: Option<Phase>| {
+        matches!(
+            p,
+            Some(Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising)
+        )
+    };
+    let was = old.and_then(|s| s.phase);
+    let restarted = old.and_then(|s| s.last_applied_spec.as_ref()) != next.last_applied_spec.as_ref();
+    if in_flight(next.phase) && (!in_flight(was) || restarted) {
+        next.rollout_start_time = Some(Time(Timestamp::now()));
+    }
+    if in_flight(was) && matches!(next.phase, Some(Phase::Succeeded | Phase::Failed)) {
+        if let Some(start) = next.rollout_start_time.take() {
+            let took = Timestamp::now().duration_since(start.0);
+            metrics.rollout_finished(
+                next.phase == Some(Phase::Succeeded),
+                Duration::try_from(took).unwrap_or_default(),
+            );
+        }
+    }
+    metrics.canary(
+        &id.name,
+        &id.namespace,
+        &spec.target,
+        next.phase,
+        u32::try_from(next.canary_weight).unwrap_or(0),
+    );
+    if let Some(analysis) = &next.analysis
+        && old.and_then(|s| s.analysis.as_ref()).map(|a| &a.time) != Some(&analysis.time)
+    {
+        for c in &analysis.checks {
+            metrics.analysis_value(&id.name, &id.namespace, &c.name, c.value);
+            if let Some(ms) = c.query_ms {
+                metrics.query(Duration::from_millis(ms.into()));
+            }
+        }
+        if let Some(ms) = analysis.duration_ms {
+            metrics.analysis(Duration::from_millis(ms.into()));
+        }
+    }
+    let in_namespace = ctx
+        .canaries
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(id.namespace.as_str()))
+        .count();
+    metrics.canaries_in(&id.namespace, in_namespace);
 }
 
 /// Held on every Canary fledge manages, so deletion waits for the revert.
@@ -321,6 +380,9 @@ async fn finish_deletion(
         .cloned()
         .collect();
     set_finalizers(api, canary, remaining).await?;
+    ctx.options
+        .metrics
+        .forget(&canary.name_any(), namespace, &canary.spec.target_ref.name);
     Ok(Requeue::await_change())
 }
 

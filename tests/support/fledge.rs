@@ -64,7 +64,10 @@ pub fn start_controller_with(
         metrics_server,
         ..Default::default()
     };
-    tokio::spawn(fledge::controller::run(client.clone(), engine, options))
+    let client = client.clone();
+    tokio::spawn(async move {
+        fledge::controller::run(client, engine, options).await;
+    })
 }
 
 /// podinfo at `image` with 2 replicas, and its Service on 9898, as in the seed story.

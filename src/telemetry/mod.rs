@@ -1,4 +1,7 @@
-//! Logging set-up shared by every command.
+//! What fledge tells its operators: logs, its own Prometheus series, and the health endpoints.
+
+pub mod http;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,4 +18,17 @@ pub fn init_logging_at(default_level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Logging for the controller: `level` unless `RUST_LOG` is set; JSON lines when `json`.
+pub fn init_controller_logging(level: &str, json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -1,0 +1,239 @@
+//! fledge's own Prometheus series. Labels are bounded: canary names and namespaces (as many as there are
+//! Canaries, as in Flagger), metric names from the specs, and fixed sets of worlds and error categories.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::api::Phase;
+
+/// Every series fledge exports, registered in one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    canaries: IntGaugeVec,
+    status: IntGaugeVec,
+    weight: IntGaugeVec,
+    rollout_duration: HistogramVec,
+    analysis_value: GaugeVec,
+    analysis_duration: HistogramVec,
+    query_duration: HistogramVec,
+    policy_latency: HistogramVec,
+    policy_errors: IntCounterVec,
+    reconcile_errors: IntCounterVec,
+}
+
+/// Registering a fresh, uniquely named series in a fresh registry cannot fail.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry.register(Box::new(c.clone())).expect("unique series");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let info = registered(
+            &registry,
+            IntGaugeVec::new(Opts::new("fledge_info", "fledge's version"), &["version"]).expect("info"),
+        );
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let seconds = |name: &str, help: &str, buckets: Vec<f64>, labels: &[&str]| {
+            registered(
+                &registry,
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("histogram"),
+            )
+        };
+        Self {
+            canaries: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("fledge_canary_total", "Canaries fledge manages, by namespace"),
+                    &["namespace"],
+                )
+                .expect("total"),
+            ),
+            status: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "fledge_canary_status",
+                        "Canary status as Flagger reports it: 0 in progress, 1 succeeded or idle, 2 failed",
+                    ),
+                    &["name", "namespace"],
+                )
+                .expect("status"),
+            ),
+            weight: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "fledge_canary_weight",
+                        "Traffic weight routed to a workload (primary: <target>-primary, canary: <target>)",
+                    ),
+                    &["workload", "namespace"],
+                )
+                .expect("weight"),
+            ),
+            rollout_duration: seconds(
+                "fledge_canary_rollout_duration_seconds",
+                "Time from a new revision to its promotion or rollback",
+                vec![30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0],
+                &["result"],
+            ),
+            analysis_value: registered(
+                &registry,
+                GaugeVec::new(
+                    Opts::new("fledge_canary_metric_analysis", "Last value of each analysis metric"),
+                    &["name", "namespace", "metric"],
+                )
+                .expect("analysis"),
+            ),
+            analysis_duration: seconds(
+                "fledge_analysis_duration_seconds",
+                "Time one analysis took: webhooks, queries and the policy",
+                prometheus::exponential_buckets(0.001, 2.0, 16).expect("buckets"),
+                &[],
+            ),
+            query_duration: seconds(
+                "fledge_metric_query_duration_seconds",
+                "Time one metric check's query took",
+                prometheus::exponential_buckets(0.0005, 2.0, 16).expect("buckets"),
+                &[],
+            ),
+            policy_latency: seconds(
+                "fledge_policy_call_duration_seconds",
+                "Time one policy component call took, by world",
+                prometheus::exponential_buckets(0.00001, 2.5, 16).expect("buckets"),
+                &["world"],
+            ),
+            policy_errors: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("fledge_policy_errors_total", "Failed policy calls by world and category"),
+                    &["world", "category"],
+                )
+                .expect("policy errors"),
+            ),
+            reconcile_errors: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("fledge_reconcile_errors_total", "Failed reconciles by category"),
+                    &["category"],
+                )
+                .expect("reconcile errors"),
+            ),
+            registry,
+        }
+    }
+
+    /// The exposition text for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Records a canary's state after a reconcile.
+    pub fn canary(&self, name: &str, namespace: &str, target: &str, phase: Option<Phase>, canary_weight: u32) {
+        let status = match phase {
+            Some(Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising) => 0,
+            Some(Phase::Failed) => 2,
+            _ => 1,
+        };
+        self.status.with_label_values(&[name, namespace]).set(status);
+        let canary = i64::from(canary_weight.min(100));
+        let primary = format!("{target}-primary");
+        self.weight
+            .with_label_values(&[primary.as_str(), namespace])
+            .set(100 - canary);
+        self.weight.with_label_values(&[target, namespace]).set(canary);
+    }
+
+    /// Sets the number of canaries in `namespace`.
+    pub fn canaries_in(&self, namespace: &str, count: usize) {
+        self.canaries
+            .with_label_values(&[namespace])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Forgets a deleted canary's series.
+    pub fn forget(&self, name: &str, namespace: &str, target: &str) {
+        let _ = self.status.remove_label_values(&[name, namespace]);
+        let primary = format!("{target}-primary");
+        let _ = self.weight.remove_label_values(&[primary.as_str(), namespace]);
+        let _ = self.weight.remove_label_values(&[target, namespace]);
+    }
+
+    pub fn rollout_finished(&self, succeeded: bool, took: Duration) {
+        let result = if succeeded { "succeeded" } else { "failed" };
+        self.rollout_duration
+            .with_label_values(&[result])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn analysis(&self, took: Duration) {
+        self.analysis_duration
+            .with_label_values(&[] as &[&str])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn analysis_value(&self, name: &str, namespace: &str, metric: &str, value: Option<f64>) {
+        let gauge = self.analysis_value.with_label_values(&[name, namespace, metric]);
+        gauge.set(value.unwrap_or(f64::NAN));
+    }
+
+    pub fn query(&self, took: Duration) {
+        self.query_duration
+            .with_label_values(&[] as &[&str])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn policy_call(&self, world: &'static str, took: Duration, error: Option<&'static str>) {
+        self.policy_latency
+            .with_label_values(&[world])
+            .observe(took.as_secs_f64());
+        if let Some(category) = error {
+            self.policy_errors.with_label_values(&[world, category]).inc();
+        }
+    }
+
+    pub fn reconcile_error(&self, category: &'static str) {
+        self.reconcile_errors.with_label_values(&[category]).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_exported_per_workload_and_forgotten_with_the_canary() {
+        let m = Metrics::new();
+        m.canary("podinfo", "test", "podinfo", Some(Phase::Progressing), 20);
+        let text = m.render();
+        assert!(text.contains(r#"fledge_canary_weight{namespace="test",workload="podinfo"} 20"#), "{text}");
+        assert!(text.contains(r#"fledge_canary_weight{namespace="test",workload="podinfo-primary"} 80"#));
+        assert!(text.contains(r#"fledge_canary_status{name="podinfo",namespace="test"} 0"#));
+        m.forget("podinfo", "test", "podinfo");
+        assert!(!m.render().contains("workload=\"podinfo\""));
+    }
+
+    #[test]
+    fn policy_latency_and_errors_are_counted_by_world_and_category() {
+        let m = Metrics::new();
+        m.policy_call("step", Duration::from_micros(40), None);
+        m.policy_call("analysis", Duration::from_millis(1), Some("timeout"));
+        let text = m.render();
+        assert!(text.contains(r#"fledge_policy_call_duration_seconds_count{world="step"} 1"#), "{text}");
+        assert!(text.contains(r#"fledge_policy_errors_total{category="timeout",world="analysis"} 1"#));
+        assert!(text.contains(r#"fledge_info{version=""#));
+    }
+}
