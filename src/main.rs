@@ -138,12 +138,14 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             metrics_server: args.metrics_server.clone(),
             query_timeout: args.query_timeout,
             concurrency: args.concurrency.max(1),
-            lease: args.leader_elect.then(|| fledge::controller::leader::LeaseConfig {
-                namespace: args.lease_namespace.clone(),
-                name: args.lease_name.clone(),
-                identity: format!("{identity}_{}", std::process::id()),
-                duration: args.lease_duration,
-            }),
+            lease: args
+                .leader_elect
+                .then(|| fledge::controller::leader::LeaseConfig {
+                    namespace: args.lease_namespace.clone(),
+                    name: args.lease_name.clone(),
+                    identity: format!("{identity}_{}", std::process::id()),
+                    duration: args.lease_duration,
+                }),
             ..Default::default()
         };
         // Ready once the API answers: a standby waiting for the Lease is ready to take over.

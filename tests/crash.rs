@@ -28,7 +28,15 @@ impl Drop for Controller {
 
 fn spawn_controller(ns: &str) -> Controller {
     let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args(["controller", "--namespace", ns, "--min-interval", "1s", "--listen", "127.0.0.1:0"])
+        .args([
+            "controller",
+            "--namespace",
+            ns,
+            "--min-interval",
+            "1s",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("start fledge controller");

@@ -168,7 +168,10 @@ mod tests {
         let now = Timestamp::now();
         assert!(!may_hold(Some(&held_by("b", 5)), "a", now));
         assert!(may_hold(Some(&held_by("b", 20)), "a", now));
-        assert!(may_hold(Some(&held_by("a", 5)), "a", now), "our own lease is renewed");
+        assert!(
+            may_hold(Some(&held_by("a", 5)), "a", now),
+            "our own lease is renewed"
+        );
         assert!(may_hold(None, "a", now), "no lease yet");
         let released = LeaseSpec {
             holder_identity: None,

@@ -107,7 +107,13 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
-    let ctx = match Context::new(client.clone(), engine, options.clone(), reporter(), reader.clone()) {
+    let ctx = match Context::new(
+        client.clone(),
+        engine,
+        options.clone(),
+        reporter(),
+        reader.clone(),
+    ) {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => {
             tracing::error!("cannot set up HTTP clients: {e}");

@@ -284,7 +284,13 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
 }
 
 /// Exports the canary's state and, when a rollout starts or ends, its start time and duration.
-fn record_metrics(ctx: &Context, id: &CanaryId, spec: &ValidSpec, old: Option<&CanaryStatus>, next: &mut CanaryStatus) {
+fn record_metrics(
+    ctx: &Context,
+    id: &CanaryId,
+    spec: &ValidSpec,
+    old: Option<&CanaryStatus>,
+    next: &mut CanaryStatus,
+) {
     let metrics = &ctx.options.metrics;
     let in_flight = |p: Option<Phase>| {
         matches!(

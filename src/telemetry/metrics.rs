@@ -42,7 +42,8 @@ impl Metrics {
         let seconds = |name: &str, help: &str, buckets: Vec<f64>, labels: &[&str]| {
             registered(
                 &registry,
-                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("histogram"),
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                    .expect("histogram"),
             )
         };
         Self {
@@ -85,7 +86,10 @@ impl Metrics {
             analysis_value: registered(
                 &registry,
                 GaugeVec::new(
-                    Opts::new("fledge_canary_metric_analysis", "Last value of each analysis metric"),
+                    Opts::new(
+                        "fledge_canary_metric_analysis",
+                        "Last value of each analysis metric",
+                    ),
                     &["name", "namespace", "metric"],
                 )
                 .expect("analysis"),
@@ -111,7 +115,10 @@ impl Metrics {
             policy_errors: registered(
                 &registry,
                 IntCounterVec::new(
-                    Opts::new("fledge_policy_errors_total", "Failed policy calls by world and category"),
+                    Opts::new(
+                        "fledge_policy_errors_total",
+                        "Failed policy calls by world and category",
+                    ),
                     &["world", "category"],
                 )
                 .expect("policy errors"),
@@ -136,7 +143,14 @@ impl Metrics {
     }
 
     /// Records a canary's state after a reconcile.
-    pub fn canary(&self, name: &str, namespace: &str, target: &str, phase: Option<Phase>, canary_weight: u32) {
+    pub fn canary(
+        &self,
+        name: &str,
+        namespace: &str,
+        target: &str,
+        phase: Option<Phase>,
+        canary_weight: u32,
+    ) {
         let status = match phase {
             Some(Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising) => 0,
             Some(Phase::Failed) => 2,
@@ -219,7 +233,10 @@ mod tests {
         let m = Metrics::new();
         m.canary("podinfo", "test", "podinfo", Some(Phase::Progressing), 20);
         let text = m.render();
-        assert!(text.contains(r#"fledge_canary_weight{namespace="test",workload="podinfo"} 20"#), "{text}");
+        assert!(
+            text.contains(r#"fledge_canary_weight{namespace="test",workload="podinfo"} 20"#),
+            "{text}"
+        );
         assert!(text.contains(r#"fledge_canary_weight{namespace="test",workload="podinfo-primary"} 80"#));
         assert!(text.contains(r#"fledge_canary_status{name="podinfo",namespace="test"} 0"#));
         m.forget("podinfo", "test", "podinfo");
@@ -232,7 +249,10 @@ mod tests {
         m.policy_call("step", Duration::from_micros(40), None);
         m.policy_call("analysis", Duration::from_millis(1), Some("timeout"));
         let text = m.render();
-        assert!(text.contains(r#"fledge_policy_call_duration_seconds_count{world="step"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"fledge_policy_call_duration_seconds_count{world="step"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"fledge_policy_errors_total{category="timeout",world="analysis"} 1"#));
         assert!(text.contains(r#"fledge_info{version=""#));
     }

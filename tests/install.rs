@@ -1,0 +1,346 @@
+//! Installing and operating fledge: `kubectl apply -k deploy/` on the real plane, the controller running
+//! with nothing but its ServiceAccount's rights, its `/metrics` during the seed story, two replicas under
+//! leader election, and a dashboard that only asks for series fledge exports.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use fledge::api::Phase;
+use fledge::telemetry::metrics::Metrics;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use support::TestNamespace;
+use support::fledge::*;
+use support::prometheus::free_port;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn the_dashboard_asks_only_for_series_fledge_exports() {
+    let m = Metrics::new();
+    m.canary("podinfo", "test", "podinfo", Some(Phase::Failed), 20);
+    m.canaries_in("test", 1);
+    m.rollout_finished(true, Duration::from_secs(60));
+    m.analysis(Duration::from_millis(5));
+    m.analysis_value("podinfo", "test", "request-success-rate", Some(99.0));
+    m.query(Duration::from_millis(1));
+    m.policy_call("step", Duration::from_micros(30), Some("timeout"));
+    m.reconcile_error("api");
+    let exported = m.render();
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/dashboards/fledge.json"
+    ))
+    .expect("dashboard");
+    let asked: BTreeSet<&str> = dashboard
+        .match_indices("fledge_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|name| name.len() > "fledge_".len())
+        .collect();
+    assert!(asked.len() >= 8, "{asked:?}");
+    for name in asked {
+        assert!(
+            exported.lines().any(|l| l.starts_with(name)),
+            "the dashboard asks for {name}, which fledge does not export"
+        );
+    }
+}
+
+/// `kubectl apply -k deploy/` with the plane's kubectl (on PATH under make test).
+fn apply_kustomization() {
+    let out = Command::new("kubectl")
+        .args(["apply", "--server-side", "--force-conflicts", "-k"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy"))
+        .output()
+        .expect("run kubectl (make test puts the plane's kubectl on PATH)");
+    assert!(
+        out.status.success(),
+        "kubectl apply -k deploy/ failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client that is fledge's ServiceAccount and nothing more: a token from the TokenRequest API.
+async fn service_account_client(admin: &Client) -> Client {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "fledge-system");
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("token request");
+    let token = support::eventually("service account token", Duration::from_secs(30), || async {
+        accounts
+            .create_subresource::<TokenRequest, TokenRequest>(
+                "token",
+                "fledge",
+                &PostParams::default(),
+                &request,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| "no token in the answer".to_owned())
+    })
+    .await;
+    let mut config = kube::Config::infer().await.expect("kubeconfig");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("service account client")
+}
+
+/// The `fledge_canary_weight` of `workload` in `ns` as `/metrics` shows it now.
+async fn scraped_weight(url: &str, workload: &str, ns: &str) -> Option<i64> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    let series = format!(r#"fledge_canary_weight{{namespace="{ns}",workload="{workload}"}} "#);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_service_account_alone() {
+    apply_kustomization();
+    let ns = TestNamespace::create("install").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let sa = service_account_client(&ns.client).await;
+
+    // Outside its role: deleting a Namespace is forbidden.
+    let denied = Api::<Namespace>::all(sa.clone())
+        .delete(&ns.name, &DeleteParams::default())
+        .await;
+    assert!(
+        matches!(&denied, Err(kube::Error::Api(e)) if e.code == 403),
+        "{denied:?}"
+    );
+
+    // The controller on the ServiceAccount's credentials, with /metrics served as in a pod.
+    let metrics = Metrics::new();
+    let port = free_port();
+    let server = tokio::spawn(fledge::telemetry::http::serve(
+        ([127, 0, 0, 1], port).into(),
+        metrics.clone(),
+        Default::default(),
+        std::future::pending(),
+    ));
+    let engine = fledge::policy::PolicyEngine::new(fledge::policy::Limits::default(), None).expect("engine");
+    let options = fledge::controller::Options {
+        min_interval: Duration::from_secs(1),
+        namespace: Some(ns.name.clone()),
+        metrics,
+        ..Default::default()
+    };
+    let controller = tokio::spawn(async move {
+        fledge::controller::run(sa, engine, options).await;
+    });
+    create_canary(
+        &ns,
+        json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+    )
+    .await
+    .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+
+    // Watch the canary's weight series through /metrics until the rollout ends.
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut seen: Vec<i64> = Vec::new();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if let Some(w) = scraped_weight(&url, "podinfo", &ns.name).await
+            && seen.last() != Some(&w)
+        {
+            seen.push(w);
+        }
+        let done = ns
+            .api::<fledge::api::Canary>()
+            .get("podinfo")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.phase)
+            == Some(Phase::Succeeded);
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Succeeded; weights seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(w) = scraped_weight(&url, "podinfo", &ns.name).await
+        && seen.last() != Some(&w)
+    {
+        seen.push(w);
+    }
+    assert_eq!(
+        seen,
+        vec![0, 20, 40, 60, 0],
+        "fledge_canary_weight of the canary workload"
+    );
+    let text = reqwest::get(&url)
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let calls = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"fledge_policy_call_duration_seconds_count{world="step"} "#))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(calls >= 4, "policy latency histogram: {calls} step calls\n{text}");
+    assert_eq!(
+        image(&ns, "podinfo-primary").await.as_deref(),
+        Some("stefanprodan/podinfo:3.1.1")
+    );
+    controller.abort();
+    server.abort();
+}
+
+/// The real binary under leader election; killed when dropped.
+struct Replica(Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn replica(ns: &str, name: &str) -> Replica {
+    let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args([
+            "controller",
+            "--namespace",
+            ns,
+            "--min-interval",
+            "1s",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--leader-elect",
+            "--lease-namespace",
+            ns,
+            "--lease-duration",
+            "4s",
+        ])
+        .env("POD_NAME", name)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start fledge controller");
+    Replica(child)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn two_replicas_only_the_leader_acts_and_the_standby_finishes_the_rollout_when_it_dies() {
+    let ns = TestNamespace::create("leader").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let mut replicas = [replica(&ns.name, "fledge-a"), replica(&ns.name, "fledge-b")];
+    create_canary(
+        &ns,
+        json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+    )
+    .await
+    .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let leases: Api<Lease> = ns.api();
+    let holder = leases
+        .get("fledge-leader-election")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a holder");
+    let leader = usize::from(!holder.starts_with("fledge-a_"));
+    let standby_name = if leader == 0 { "fledge-b" } else { "fledge-a" };
+
+    // Record every weight the VirtualService takes.
+    let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(i64, i64)>::new()));
+    let recorder = {
+        let (client, name, history) = (ns.client.clone(), ns.name.clone(), history.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(w) = weights_in(&client, &name).await {
+                    let mut h = history.lock().expect("history");
+                    if h.last() != Some(&w) {
+                        h.push(w);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_weights(&ns, (80, 20)).await;
+
+    // Only the leader has acted so far.
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let instances = |list: &[k8s_openapi::api::events::v1::Event]| -> BTreeSet<String> {
+        list.iter().filter_map(|e| e.reporting_instance.clone()).collect()
+    };
+    let before = events.list(&Default::default()).await.expect("events").items;
+    assert!(
+        !instances(&before).contains(standby_name),
+        "the standby acted: {:?}",
+        instances(&before)
+    );
+
+    // Kill the leader mid-rollout; the standby takes the Lease within its duration and finishes.
+    let killed_at = tokio::time::Instant::now();
+    let _ = replicas[leader].0.kill();
+    let _ = replicas[leader].0.wait();
+    support::eventually("the standby holds the lease", Duration::from_secs(15), || async {
+        let holder = leases
+            .get("fledge-leader-election")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        if holder.starts_with(&format!("{standby_name}_")) {
+            Ok(())
+        } else {
+            Err(holder)
+        }
+    })
+    .await;
+    let took_over = killed_at.elapsed();
+    wait_phase(&ns, Phase::Succeeded, LIMIT).await;
+    recorder.abort();
+    let history = history.lock().expect("history").clone();
+    assert_eq!(
+        history,
+        vec![(100, 0), (80, 20), (60, 40), (40, 60), (100, 0)],
+        "every step exactly once"
+    );
+    let after = events.list(&Default::default()).await.expect("events").items;
+    assert!(instances(&after).contains(standby_name));
+    assert!(
+        took_over < Duration::from_secs(4 + 3),
+        "took over after {took_over:?} (lease 4s, retry every 0.8s)"
+    );
+    assert_eq!(
+        image(&ns, "podinfo-primary").await.as_deref(),
+        Some("stefanprodan/podinfo:3.1.1")
+    );
+}
