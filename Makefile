@@ -1,5 +1,5 @@
 # fledge — the README's two commands are `make demo` and `make test`.
-.PHONY: all build bench test demo controlplane-build controlplane-up controlplane-down fmt lint
+.PHONY: all build bench test demo image controlplane-build controlplane-up controlplane-down fmt lint
 
 all: build
 
@@ -18,6 +18,10 @@ bench:
 ## demo: the seed story, live (arrives with the controller)
 demo:
 	./scripts/demo.sh
+
+## image: the controller image, built with buildah (no Docker engine), started once, exported as OCI archive
+image:
+	./scripts/image.sh
 
 controlplane-build:
 	./tests/controlplane/build.sh

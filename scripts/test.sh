@@ -25,3 +25,7 @@ export KUBECONFIG=$kubeconfig PATH="$bin:$PATH"
 
 echo "[test] unit and integration tests" >&2
 cargo test --all-targets --locked -- --include-ignored
+
+# The controller image: built without a Docker engine and started once (prints `fledge --version`).
+echo "[test] container image" >&2
+"$root/scripts/image.sh"

@@ -25,10 +25,7 @@ pub struct PolicyJudge {
     /// Answers what `policy` does not export (the built-in default): a component may serve one world.
     pub fallback: Arc<PolicyComponent>,
     pub spec: ValidSpec,
-    pub handle: Handle,
-    pub providers: Arc<Providers>,
-    pub webhooks: Webhooks,
-    pub telemetry: Metrics,
+    pub io: JudgeIo,
     /// The canary's Prometheus for the policy's own queries; `None` when no provider is configured.
     pub metrics: Option<Arc<PolicyMetrics>>,
     /// The revision under analysis, sent to webhooks as Flagger's `checksum`.
@@ -39,14 +36,20 @@ pub struct PolicyJudge {
     called: Vec<WebhookStatus>,
 }
 
+/// What a judge reaches out through: the runtime it blocks on, Prometheus, webhooks, and fledge's own series.
+#[derive(Debug, Clone)]
+pub struct JudgeIo {
+    pub handle: Handle,
+    pub providers: Arc<Providers>,
+    pub webhooks: Webhooks,
+    pub telemetry: Metrics,
+}
+
 impl PolicyJudge {
     pub fn new(
         (policy, fallback): (Arc<PolicyComponent>, Arc<PolicyComponent>),
         spec: ValidSpec,
-        handle: Handle,
-        providers: Arc<Providers>,
-        webhooks: Webhooks,
-        telemetry: Metrics,
+        io: JudgeIo,
         metrics: Option<Arc<PolicyMetrics>>,
         checksum: String,
     ) -> Self {
@@ -54,10 +57,7 @@ impl PolicyJudge {
             policy,
             fallback,
             spec,
-            handle,
-            providers,
-            webhooks,
-            telemetry,
+            io,
             metrics,
             checksum,
             record: None,
@@ -78,8 +78,8 @@ impl PolicyJudge {
             checksum: self.checksum.clone(),
             metadata: Default::default(),
         };
-        let webhooks = &self.webhooks;
-        let outcomes = self.handle.block_on(futures::future::join_all(
+        let webhooks = &self.io.webhooks;
+        let outcomes = self.io.handle.block_on(futures::future::join_all(
             hooks.iter().map(|h| webhooks.call(h, &payload)),
         ));
         self.called.extend(outcomes.iter().map(|o| WebhookStatus {
@@ -93,7 +93,7 @@ impl PolicyJudge {
 
     fn timed<T>(&self, world: &'static str, started: std::time::Instant, answer: &Result<T, PolicyError>) {
         let error = answer.as_ref().err().map(PolicyError::category);
-        self.telemetry.policy_call(world, started.elapsed(), error);
+        self.io.telemetry.policy_call(world, started.elapsed(), error);
     }
 
     /// Webhook calls made so far in this tick, for the status when no analysis ran.
@@ -132,7 +132,7 @@ impl Judge for PolicyJudge {
     fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError> {
         let started = std::time::Instant::now();
         let hooks = self.call(rollout, WebhookType::Rollout);
-        let checks = self.handle.block_on(self.providers.run_checks(
+        let checks = self.io.handle.block_on(self.io.providers.run_checks(
             &rollout.name,
             &rollout.namespace,
             &self.spec,
@@ -179,6 +179,13 @@ impl Judge for PolicyJudge {
             webhooks: Vec::new(),
             queries: self.metrics.as_ref().map(|m| m.records()).unwrap_or_default(),
         };
+        tracing::debug!(
+            canary = %format!("{}.{}", rollout.name, rollout.namespace),
+            analysis_ms = record.duration_ms,
+            query_ms = ?record.checks.iter().map(|c| c.query_ms).collect::<Vec<_>>(),
+            verdict = record.verdict,
+            "analysis done"
+        );
         self.record = Some(record);
         let result = result?;
         let failed: Vec<String> = result

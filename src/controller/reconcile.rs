@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use super::Options;
 use super::events::EventRecorder;
-use super::judge::PolicyJudge;
+use super::judge::{JudgeIo, PolicyJudge};
 use super::status::{condition, set_condition, state_of, with_state};
 use crate::analysis::{PolicyMetrics, Providers};
 use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, WebhookType, validate_with};
@@ -195,13 +195,16 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let (decided, mut judge) = {
         let (id, spec, state, observed) =
             (id.clone(), spec.clone(), state.clone(), snapshot.observed.clone());
+        let io = JudgeIo {
+            handle: tokio::runtime::Handle::current(),
+            providers: ctx.providers.clone(),
+            webhooks: ctx.webhooks.clone(),
+            telemetry: ctx.options.metrics.clone(),
+        };
         let mut judge = PolicyJudge::new(
             policy.clone(),
             spec.clone(),
-            tokio::runtime::Handle::current(),
-            ctx.providers.clone(),
-            ctx.webhooks.clone(),
-            ctx.options.metrics.clone(),
+            io,
             metrics,
             state.last_applied.clone().unwrap_or_default(),
         );
@@ -303,14 +306,15 @@ fn record_metrics(
     if in_flight(next.phase) && (!in_flight(was) || restarted) {
         next.rollout_start_time = Some(Time(Timestamp::now()));
     }
-    if in_flight(was) && matches!(next.phase, Some(Phase::Succeeded | Phase::Failed)) {
-        if let Some(start) = next.rollout_start_time.take() {
-            let took = Timestamp::now().duration_since(start.0);
-            metrics.rollout_finished(
-                next.phase == Some(Phase::Succeeded),
-                Duration::try_from(took).unwrap_or_default(),
-            );
-        }
+    if in_flight(was)
+        && matches!(next.phase, Some(Phase::Succeeded | Phase::Failed))
+        && let Some(start) = next.rollout_start_time.take()
+    {
+        let took = Timestamp::now().duration_since(start.0);
+        metrics.rollout_finished(
+            next.phase == Some(Phase::Succeeded),
+            Duration::try_from(took).unwrap_or_default(),
+        );
     }
     metrics.canary(
         &id.name,
