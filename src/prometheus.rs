@@ -156,16 +156,9 @@ impl Prometheus {
                 timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
             }
         } else {
-            // The source chain says why (connection refused, DNS); the top level only "error sending request".
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                message = format!("{message}: {s}");
-                source = s.source();
-            }
             QueryError::Unreachable {
                 address: self.address.clone(),
-                message,
+                message: crate::text::error_chain(e),
             }
         }
     }

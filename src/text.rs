@@ -13,6 +13,18 @@ pub fn clip(text: &str, max: usize) -> String {
     format!("{}…", &text[..cut])
 }
 
+/// An error with its whole source chain ("error sending request: connection refused"): the top level of a
+/// transport error rarely says why.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::clip;

@@ -85,20 +85,12 @@ async fn once(http: &reqwest::Client, hook: &WebhookSpec, payload: &Payload) -> 
             status_code: None,
             message: format!("no answer within {} ms", hook.timeout.as_millis()),
         },
-        Err(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message = format!("{message}: {s}");
-                source = s.source();
-            }
-            WebhookOutcome {
-                name: hook.name.clone(),
-                ok: false,
-                status_code: None,
-                message: crate::text::clip(&message, MAX_MESSAGE),
-            }
-        }
+        Err(e) => WebhookOutcome {
+            name: hook.name.clone(),
+            ok: false,
+            status_code: None,
+            message: crate::text::clip(&crate::text::error_chain(&e), MAX_MESSAGE),
+        },
     }
 }
 

@@ -74,7 +74,7 @@ impl PolicyJudge {
         let payload = Payload {
             name: rollout.name.clone(),
             namespace: rollout.namespace.clone(),
-            phase: phase_name(rollout),
+            phase: rollout.phase.name(),
             checksum: self.checksum.clone(),
             metadata: Default::default(),
         };
@@ -221,12 +221,4 @@ fn verdict_name(v: Verdict) -> &'static str {
         Verdict::Fail => "fail",
         Verdict::Inconclusive => "inconclusive",
     }
-}
-
-/// The phase as the status spells it (`Progressing`).
-fn phase_name(rollout: &Rollout) -> String {
-    serde_json::to_value(rollout.phase)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }

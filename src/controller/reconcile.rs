@@ -489,8 +489,7 @@ fn forward_event(ctx: &Context, spec: &ValidSpec, canary: &Canary, kind: EventKi
         .status
         .as_ref()
         .and_then(|s| s.phase)
-        .and_then(|p| serde_json::to_value(p).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
+        .map(Phase::name)
         .unwrap_or_default();
     let payload = Payload {
         name: canary.name_any(),

@@ -20,6 +20,16 @@ pub enum Phase {
     Terminated,
 }
 
+impl Phase {
+    /// The phase as the status spells it (`Progressing`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
 /// The Canary's `analysis` settings as written (no defaults applied).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
