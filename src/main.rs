@@ -113,16 +113,6 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let client = match &args.kubeconfig {
-            Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(path)?;
-                let config =
-                    kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                        .await?;
-                kube::Client::try_from(config)?
-            }
-            None => kube::Client::try_default().await?,
-        };
         let limits = fledge::policy::Limits {
             deadline: args.policy_deadline,
             memory_bytes: args.policy_memory_mib << 20,
@@ -148,6 +138,9 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 }),
             ..Default::default()
         };
+        let client =
+            fledge::telemetry::api_requests::counted_client(args.kubeconfig.as_deref(), &options.metrics)
+                .await?;
         // Ready once the API answers: a standby waiting for the Lease is ready to take over.
         let ready = fledge::telemetry::http::Readiness::default();
         let server = tokio::spawn(fledge::telemetry::http::serve(

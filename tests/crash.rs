@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use fledge::api::{Canary, Phase};
@@ -15,39 +14,6 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::json;
 use support::TestNamespace;
 use support::fledge::*;
-
-/// The real binary, watching one namespace; killed when dropped, so a failing test leaves no process.
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_controller(ns: &str) -> Controller {
-    let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args([
-            "controller",
-            "--namespace",
-            ns,
-            "--min-interval",
-            "1s",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start fledge controller");
-    Controller(child)
-}
-
-/// SIGKILL, no chance to clean up.
-fn kill(controller: &mut Controller) {
-    controller.0.kill().expect("SIGKILL the controller");
-    let _ = controller.0.wait();
-}
 
 async fn phase(ns: &TestNamespace) -> Option<Phase> {
     ns.api::<Canary>()
@@ -75,7 +41,7 @@ async fn a_controller_killed_at_every_stage_resumes_without_regressing_or_duplic
     let ns = TestNamespace::create("crash").await;
     install_crds(&ns.client).await;
     create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
-    let mut controller = spawn_controller(&ns.name);
+    let mut controller = ControllerProcess::spawn(&ns.name);
     create_canary(
         &ns,
         json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
@@ -85,8 +51,8 @@ async fn a_controller_killed_at_every_stage_resumes_without_regressing_or_duplic
 
     // During initialisation.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    kill(&mut controller);
-    controller = spawn_controller(&ns.name);
+    controller.kill();
+    controller = ControllerProcess::spawn(&ns.name);
     wait_phase(&ns, Phase::Initialized, Duration::from_secs(90)).await;
 
     set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
@@ -109,20 +75,20 @@ async fn a_controller_killed_at_every_stage_resumes_without_regressing_or_duplic
             seen.push(w);
             // After each weight step: kill and restart.
             if w.1 > 0 && current == Some(Phase::Progressing) {
-                kill(&mut controller);
+                controller.kill();
                 kills += 1;
-                controller = spawn_controller(&ns.name);
+                controller = ControllerProcess::spawn(&ns.name);
             }
         }
         if current == Some(Phase::Promoting) && !killed_in_promotion {
-            kill(&mut controller);
+            controller.kill();
             kills += 1;
             killed_in_promotion = true;
-            controller = spawn_controller(&ns.name);
+            controller = ControllerProcess::spawn(&ns.name);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    kill(&mut controller);
+    controller.kill();
 
     assert_eq!(seen.first(), Some(&(100, 0)));
     // The exact sequence: no weight lost, repeated or lowered before promotion, whatever the kills.

@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use fledge::api::Phase;
@@ -214,39 +214,18 @@ async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_servic
     server.abort();
 }
 
-/// The real binary under leader election; killed when dropped.
-struct Replica(Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn replica(ns: &str, name: &str) -> Replica {
-    let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args([
-            "controller",
-            "--namespace",
-            ns,
-            "--min-interval",
-            "1s",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args([
+fn replica(ns: &str, name: &str) -> ControllerProcess {
+    ControllerProcess::spawn_with(
+        ns,
+        &[
             "--leader-elect",
             "--lease-namespace",
             ns,
             "--lease-duration",
             "4s",
-        ])
-        .env("POD_NAME", name)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start fledge controller");
-    Replica(child)
+        ],
+        &[("POD_NAME", name)],
+    )
 }
 
 #[tokio::test]
@@ -304,11 +283,27 @@ async fn two_replicas_only_the_leader_acts_and_the_standby_finishes_the_rollout_
         "the standby acted: {:?}",
         instances(&before)
     );
+    let standby = 1 - leader;
+    let requests = api_requests(&replicas[standby].metrics_url)
+        .await
+        .expect("scrape the standby");
+    assert!(
+        requests
+            .iter()
+            .any(|(verb, resource, n)| verb == "get" && resource == "leases" && *n > 0),
+        "the standby's request counter shows no Lease polling: {requests:?}"
+    );
+    let writes: Vec<_> = requests
+        .into_iter()
+        .filter(|(verb, resource, n)| {
+            *n > 0 && resource != "leases" && ["create", "update", "patch", "delete"].contains(&verb.as_str())
+        })
+        .collect();
+    assert!(writes.is_empty(), "the standby wrote to the API: {writes:?}");
 
     // Kill the leader mid-rollout; the standby takes the Lease within its duration and finishes.
     let killed_at = tokio::time::Instant::now();
-    let _ = replicas[leader].0.kill();
-    let _ = replicas[leader].0.wait();
+    replicas[leader].kill();
     support::eventually("the standby holds the lease", Duration::from_secs(15), || async {
         let holder = leases
             .get("fledge-leader-election")

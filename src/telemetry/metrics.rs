@@ -23,6 +23,7 @@ pub struct Metrics {
     policy_latency: HistogramVec,
     policy_errors: IntCounterVec,
     reconcile_errors: IntCounterVec,
+    api_requests: IntCounterVec,
 }
 
 /// Registering a fresh, uniquely named series in a fresh registry cannot fail.
@@ -131,6 +132,17 @@ impl Metrics {
                 )
                 .expect("reconcile errors"),
             ),
+            api_requests: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "fledge_kube_requests_total",
+                        "Requests fledge sent to the Kubernetes API, by verb and resource",
+                    ),
+                    &["verb", "resource"],
+                )
+                .expect("api requests"),
+            ),
             registry,
         }
     }
@@ -211,6 +223,10 @@ impl Metrics {
         if let Some(category) = error {
             self.policy_errors.with_label_values(&[world, category]).inc();
         }
+    }
+
+    pub fn api_request(&self, verb: &'static str, resource: &str) {
+        self.api_requests.with_label_values(&[verb, resource]).inc();
     }
 
     pub fn reconcile_error(&self, category: &'static str) {

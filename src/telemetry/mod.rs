@@ -1,5 +1,6 @@
 //! What fledge tells its operators: logs, its own Prometheus series, and the health endpoints.
 
+pub mod api_requests;
 pub mod http;
 pub mod metrics;
 

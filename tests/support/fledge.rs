@@ -1,5 +1,6 @@
 //! Helpers for tests that run fledge's controller against the real plane.
 
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -68,6 +69,87 @@ pub fn start_controller_with(
     tokio::spawn(async move {
         fledge::controller::run(client, engine, options).await;
     })
+}
+
+/// The real `fledge controller` binary for one namespace (1 s interval floor), serving `/metrics` on a free
+/// loopback port; SIGKILLed when dropped, so a failing test leaves no process behind.
+pub struct ControllerProcess {
+    child: Child,
+    pub metrics_url: String,
+}
+
+impl ControllerProcess {
+    pub fn spawn(ns: &str) -> Self {
+        Self::spawn_with(ns, &[], &[])
+    }
+
+    /// With more flags (`--leader-elect`, …) and environment variables (`POD_NAME`, …).
+    pub fn spawn_with(ns: &str, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        let listen = format!("127.0.0.1:{}", super::prometheus::free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
+            .args([
+                "controller",
+                "--namespace",
+                ns,
+                "--min-interval",
+                "1s",
+                "--listen",
+                &listen,
+            ])
+            .args(flags)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start fledge controller");
+        Self {
+            child,
+            metrics_url: format!("http://{listen}/metrics"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the controller");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `fledge_kube_requests_total` as a controller's `/metrics` shows it now: (verb, resource, count).
+pub async fn api_requests(metrics_url: &str) -> Result<Vec<(String, String, u64)>, String> {
+    let text = reqwest::get(metrics_url)
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let label = |labels: &str, key: &str| {
+        let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
+        let end = labels[start..].find('"')? + start;
+        Some(labels[start..end].to_owned())
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("fledge_kube_requests_total{")?;
+            let (labels, value) = rest.split_once("} ")?;
+            Some((
+                label(labels, "verb")?,
+                label(labels, "resource")?,
+                value.trim().parse().ok()?,
+            ))
+        })
+        .collect())
 }
 
 /// podinfo at `image` with 2 replicas, and its Service on 9898, as in the seed story.

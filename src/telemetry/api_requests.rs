@@ -1,0 +1,150 @@
+//! Every request fledge sends to the Kubernetes API, counted by the verb the apiserver would log and the
+//! resource it touches, so an operator (and our benchmarks) can see what one canary costs the apiserver.
+
+use std::path::Path;
+
+use http::{Method, Request, Uri};
+use kube::client::{Body, ClientBuilder};
+
+use super::metrics::Metrics;
+
+/// The apiserver's verb and the resource (with subresource) of one request, e.g. `("patch", "canaries/status")`.
+pub fn classify(method: &Method, uri: &Uri) -> (&'static str, String) {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        // /version, /api, /apis, /openapi/...: discovery.
+        _ => return (verb(method, true, uri), "discovery".to_owned()),
+    };
+    // `namespaces/<ns>/<resource>/...` is namespaced; `namespaces/<name>` is the Namespace itself.
+    let rest = match rest {
+        ["namespaces", _ns, resource @ ..] if !resource.is_empty() => resource,
+        other => other,
+    };
+    let (resource, named, subresource) = match rest {
+        [] => ("discovery", true, None),
+        [resource] => (*resource, false, None),
+        [resource, _name] => (*resource, true, None),
+        [resource, _name, sub, ..] => (*resource, true, Some(*sub)),
+    };
+    let resource = match subresource {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource.to_owned(),
+    };
+    (verb(method, named, uri), resource)
+}
+
+fn verb(method: &Method, named: bool, uri: &Uri) -> &'static str {
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    match *method {
+        Method::GET if watch => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "other",
+    }
+}
+
+/// A client for `kubeconfig` (or the usual inference: KUBECONFIG, ~/.kube/config, in-cluster) whose every
+/// request is counted in `metrics`.
+pub async fn counted_client(kubeconfig: Option<&Path>, metrics: &Metrics) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let metrics = metrics.clone();
+    let count = tower::util::MapRequestLayer::new(move |request: Request<Body>| {
+        let (verb, resource) = classify(request.method(), request.uri());
+        metrics.api_request(verb, &resource);
+        request
+    });
+    Ok(ClientBuilder::try_from(config)?.with_layer(&count).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(method: Method, uri: &str) -> (&'static str, String) {
+        classify(&method, &uri.parse().expect("uri"))
+    }
+
+    #[test]
+    fn namespaced_requests_name_their_resource_and_subresource() {
+        assert_eq!(
+            of(Method::GET, "/apis/apps/v1/namespaces/test/deployments/podinfo"),
+            ("get", "deployments".into())
+        );
+        assert_eq!(
+            of(
+                Method::PATCH,
+                "/apis/fledge.dev/v1alpha1/namespaces/test/canaries/podinfo/status"
+            ),
+            ("patch", "canaries/status".into())
+        );
+        assert_eq!(
+            of(
+                Method::PUT,
+                "/apis/apps/v1/namespaces/test/deployments/podinfo/scale"
+            ),
+            ("update", "deployments/scale".into())
+        );
+        assert_eq!(
+            of(Method::POST, "/api/v1/namespaces/test/events"),
+            ("create", "events".into())
+        );
+    }
+
+    #[test]
+    fn lists_and_watches_are_told_apart_by_the_watch_parameter() {
+        assert_eq!(
+            of(
+                Method::GET,
+                "/api/v1/namespaces/test/pods?labelSelector=app%3Dpodinfo"
+            ),
+            ("list", "pods".into())
+        );
+        assert_eq!(
+            of(
+                Method::GET,
+                "/apis/apps/v1/deployments?watch=true&resourceVersion=5"
+            ),
+            ("watch", "deployments".into())
+        );
+        assert_eq!(
+            of(
+                Method::GET,
+                "/apis/apps/v1/deployments?allowWatchBookmarks=true&watch=1"
+            ),
+            ("watch", "deployments".into())
+        );
+    }
+
+    #[test]
+    fn a_namespace_itself_and_discovery_are_not_mistaken_for_namespaced_resources() {
+        assert_eq!(
+            of(Method::GET, "/api/v1/namespaces/test"),
+            ("get", "namespaces".into())
+        );
+        assert_eq!(
+            of(Method::DELETE, "/api/v1/namespaces/test"),
+            ("delete", "namespaces".into())
+        );
+        assert_eq!(of(Method::GET, "/version"), ("get", "discovery".into()));
+        assert_eq!(of(Method::GET, "/apis/apps/v1"), ("get", "discovery".into()));
+        assert_eq!(
+            of(Method::DELETE, "/api/v1/namespaces/test/pods"),
+            ("deletecollection", "pods".into())
+        );
+    }
+}
