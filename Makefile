@@ -1,5 +1,5 @@
 # fledge — the README's two commands are `make demo` and `make test`.
-.PHONY: all build bench test demo image controlplane-build controlplane-up controlplane-down fmt lint
+.PHONY: all build bench figures test demo image controlplane-build controlplane-up controlplane-down fmt lint
 
 all: build
 
@@ -14,6 +14,10 @@ test:
 bench:
 	./scripts/setup.sh
 	./scripts/bench.sh
+
+## figures: rollout latency, API requests per interval, teardown time and RSS on a real plane (release build)
+figures:
+	./scripts/figures.sh
 
 ## demo: the seed story, live (arrives with the controller)
 demo:

@@ -1,0 +1,189 @@
+//! Rollout figures on the real plane with the real (release) `fledge controller` binary:
+//! - time from `kubectl set image` to the target Deployment scaled up (5 rollouts: median, min, max);
+//! - Kubernetes API requests fledge sends per canary per analysis interval while progressing, by verb and
+//!   resource, from the controller's own `fledge_kube_requests_total` (watches are long-lived and excluded);
+//! - time from deleting the Canary to the app restored and the Canary gone;
+//! - controller RSS (now and peak).
+//!
+//! Run with `make figures` (starts and stops the plane). Under `cargo test` it only says how to run it.
+
+// A benchmark's report is its output.
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fledge::api::{Canary, Phase};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use support::TestNamespace;
+use support::fledge::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// Analysis interval while counting requests: long enough that one interval is one step.
+const COUNTED_INTERVAL: &str = "5s";
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("rollout figures need the local plane: run `make figures`");
+        return;
+    }
+    let ns = TestNamespace::create("figures").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = ControllerProcess::spawn(&ns.name);
+    create_canary(
+        &ns,
+        json!({"interval": "1s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+    )
+    .await
+    .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let idle_rss = rss_kib(controller.pid(), "VmRSS");
+
+    let scale_ups = set_image_to_scale_up(&ns, 5).await;
+    let requests = requests_per_interval(&ns, &controller.metrics_url).await;
+    let rss = rss_kib(controller.pid(), "VmRSS");
+    let peak = rss_kib(controller.pid(), "VmHWM");
+    let teardown = delete_and_restore(&ns).await;
+
+    println!("\nfledge rollout figures (release binary, local plane, one canary)");
+    let mut sorted = scale_ups.clone();
+    sorted.sort();
+    println!(
+        "set image → target scaled up: median {:?}, min {:?}, max {:?} over {} rollouts ({:?})",
+        sorted[sorted.len() / 2],
+        sorted[0],
+        sorted[sorted.len() - 1],
+        sorted.len(),
+        scale_ups
+    );
+    let (intervals, by_kind) = requests;
+    let total: f64 = by_kind.values().sum::<u64>() as f64;
+    println!(
+        "API requests per canary per analysis interval while progressing: {:.1} (over {intervals} intervals of {COUNTED_INTERVAL})",
+        total / intervals as f64
+    );
+    for ((verb, resource), n) in &by_kind {
+        println!("  {verb:>6} {resource:<34} {:.1}", *n as f64 / intervals as f64);
+    }
+    println!("delete Canary mid-rollout → app restored and Canary gone: {teardown:?}");
+    println!(
+        "controller RSS: {} MiB initialized, {} MiB after the rollouts, peak {} MiB",
+        idle_rss / 1024,
+        rss / 1024,
+        peak / 1024
+    );
+}
+
+/// Ships `n` new images one after the other; for each, the time until `podinfo` has replicas again.
+async fn set_image_to_scale_up(ns: &TestNamespace, n: usize) -> Vec<Duration> {
+    let mut took = Vec::new();
+    for i in 1..=n {
+        let image = format!("stefanprodan/podinfo:3.1.{i}");
+        let start = Instant::now();
+        set_image(ns, &image).await;
+        loop {
+            if replicas(ns, "podinfo").await.is_some_and(|(spec, _)| spec > 0) {
+                break;
+            }
+            assert!(start.elapsed() < LIMIT, "podinfo never scaled up for {image}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.push(start.elapsed());
+        support::eventually("the rollout to end", LIMIT, || async {
+            let primary = image_of_primary(ns).await;
+            let phase = phase(ns).await;
+            if primary.as_deref() == Some(image.as_str()) && phase == Some(Phase::Succeeded) {
+                Ok(())
+            } else {
+                Err(format!("primary {primary:?}, phase {phase:?}"))
+            }
+        })
+        .await;
+    }
+    took
+}
+
+/// A slow rollout (5 % steps every COUNTED_INTERVAL); counts requests between weight 10 and weight 60.
+async fn requests_per_interval(ns: &TestNamespace, url: &str) -> (u64, BTreeMap<(String, String), u64>) {
+    let patch =
+        json!({"spec": {"analysis": {"interval": COUNTED_INTERVAL, "stepWeight": 5, "maxWeight": 100}}});
+    ns.api::<Canary>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("slow the canary down");
+    set_image(ns, "stefanprodan/podinfo:3.2.0").await;
+    let at = |weight: i64| async move {
+        support::eventually(&format!("canary weight {weight}"), LIMIT, || async {
+            match weights(ns).await {
+                Some((_, w)) if w >= weight => Ok(w),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    };
+    let from = at(10).await;
+    let before = api_requests(url).await.expect("scrape");
+    let to = at(60).await;
+    let after = api_requests(url).await.expect("scrape");
+    let mut delta = BTreeMap::new();
+    for (verb, resource, n) in after {
+        if verb == "watch" {
+            continue;
+        }
+        let was = before
+            .iter()
+            .find(|(v, r, _)| *v == verb && *r == resource)
+            .map_or(0, |(_, _, n)| *n);
+        if n > was {
+            delta.insert((verb, resource), n - was);
+        }
+    }
+    (u64::try_from((to - from) / 5).unwrap_or(1).max(1), delta)
+}
+
+/// Deletes the Canary (mid-rollout, at 60 % or more); the time until it is gone (fledge restored the app and removed its finalizer).
+async fn delete_and_restore(ns: &TestNamespace) -> Duration {
+    let start = Instant::now();
+    ns.api::<Canary>()
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("delete canary");
+    support::eventually("the canary to be gone", LIMIT, || async {
+        match ns.api::<Canary>().get_opt("podinfo").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|c| c.map(|c| c.status)))),
+        }
+    })
+    .await;
+    let took = start.elapsed();
+    assert_eq!(
+        replicas(ns, "podinfo").await.map(|r| r.1),
+        Some(2),
+        "podinfo restored"
+    );
+    took
+}
+
+async fn phase(ns: &TestNamespace) -> Option<Phase> {
+    ns.api::<Canary>().get_opt("podinfo").await.ok()??.status?.phase
+}
+
+async fn image_of_primary(ns: &TestNamespace) -> Option<String> {
+    image(ns, "podinfo-primary").await
+}
+
+/// A `/proc/<pid>/status` field in KiB.
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
