@@ -70,7 +70,8 @@ watch_until Succeeded Failed
 
 echo
 echo "== events on the canary"
-kc -n test get events --field-selector involvedObject.kind=Canary -o custom-columns='REASON:.reason,MESSAGE:.message' | sort -u
+kc -n test get events --field-selector involvedObject.kind=Canary --sort-by=.metadata.creationTimestamp \
+  -o custom-columns='REASON:.reason,MESSAGE:.message' | awk '!seen[$0]++'
 echo
 rss_kib=$(ps -o rss= -p "$controller_pid" 2>/dev/null || echo 0)
 echo "fledge controller RSS: $((rss_kib / 1024)) MiB"
