@@ -70,6 +70,7 @@ impl Actor<'_> {
                         self.analysis_match,
                         (*primary, *canary),
                         &self.owner,
+                        self.snapshot.virtual_service.as_ref(),
                     )
                     .await?;
             }

@@ -34,6 +34,8 @@ pub struct Snapshot {
     /// Tracked configs that exist (`configmap/<n>`, `secret/<n>`).
     pub tracked: BTreeSet<String>,
     pub apex: Option<Service>,
+    /// The VirtualService for the apex host as it was at the start of the tick (fledge's or the user's).
+    pub virtual_service: Option<kube::api::DynamicObject>,
 }
 
 /// Reads the cluster for one canary.
@@ -56,10 +58,10 @@ pub async fn observe(
     let configs = config_hashes(client, namespace, &refs).await?;
     let primary = deployments.get_opt(&primary_name(&spec.target)).await?;
     let router = IstioRouter::new(client.clone(), namespace);
-    let routed = router
-        .virtual_service(&spec.service)
-        .await?
-        .and_then(|vs| canary_weight(&vs, &spec.service));
+    let virtual_service = router.virtual_service(&spec.service).await?;
+    let routed = virtual_service
+        .as_ref()
+        .and_then(|vs| canary_weight(vs, &spec.service));
     let apex = Api::<Service>::namespaced(client.clone(), namespace)
         .get_opt(&spec.service)
         .await?;
@@ -80,6 +82,7 @@ pub async fn observe(
         label: Some(label),
         target: Some(target),
         apex,
+        virtual_service,
     })
 }
 

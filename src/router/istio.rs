@@ -172,7 +172,8 @@ impl IstioRouter {
         Ok(self.virtual_services.get_opt(name).await?)
     }
 
-    /// Applies both DestinationRules and the VirtualService with `weights`.
+    /// Applies both DestinationRules and the VirtualService with `weights`; `existing` is the
+    /// VirtualService as observed this tick (a user's one is remembered, never owned).
     pub async fn route(
         &self,
         spec: &ValidSpec,
@@ -180,6 +181,7 @@ impl IstioRouter {
         analysis_match: Option<&Vec<Value>>,
         weights: (u32, u32),
         owner: &OwnerReference,
+        existing: Option<&DynamicObject>,
     ) -> Result<(), ClusterError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         for host in [
@@ -191,8 +193,7 @@ impl IstioRouter {
                 .patch(&host, &params, &Patch::Apply(&dr))
                 .await?;
         }
-        let existing = self.virtual_service(&spec.service).await?;
-        let vs = virtual_service(spec, svc, analysis_match, weights, owner, existing.as_ref());
+        let vs = virtual_service(spec, svc, analysis_match, weights, owner, existing);
         self.virtual_services
             .patch(&spec.service, &params, &Patch::Apply(&vs))
             .await?;
