@@ -33,6 +33,7 @@ fn the_dashboard_asks_only_for_series_fledge_exports() {
     m.query(Duration::from_millis(1));
     m.policy_call("step", Duration::from_micros(30), Some("timeout"));
     m.reconcile_error("api");
+    m.api_request("get", "deployments");
     let exported = m.render();
     let dashboard = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
