@@ -115,7 +115,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
     ) {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => {
-            tracing::error!("cannot set up HTTP clients: {e}");
+            tracing::error!("cannot start: {e}");
             return Ended::Signal;
         }
     };

@@ -34,6 +34,18 @@ pub struct Context {
     webhooks: Webhooks,
     /// Every Canary the controller watches (for the per-namespace count).
     canaries: kube::runtime::reflector::Store<Canary>,
+    /// The built-in default, loaded once: it answers for most canaries and for every world a
+    /// single-world component does not export.
+    default: Arc<PolicyComponent>,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error("HTTP clients: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the built-in policy: {0}")]
+    Policy(#[from] PolicyError),
 }
 
 impl std::fmt::Debug for Context {
@@ -51,7 +63,8 @@ impl Context {
         options: Options,
         instance: String,
         canaries: kube::runtime::reflector::Store<Canary>,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, SetupError> {
+        let default = engine.load(BUILTIN_DEFAULT, &read_source(BUILTIN_DEFAULT)?, Grants::default())?;
         Ok(Self {
             recorder: EventRecorder::new(client.clone(), instance),
             providers: Arc::new(Providers::new(
@@ -61,6 +74,7 @@ impl Context {
             )),
             webhooks: Webhooks::new()?,
             canaries,
+            default,
             client,
             engine,
             options,
@@ -69,6 +83,10 @@ impl Context {
 
     /// Loads the canary's policy; the `metrics` import is granted only where a Prometheus is configured.
     fn load_policy(&self, spec: &ValidSpec) -> Result<Arc<PolicyComponent>, PolicyError> {
+        // The default imports nothing, so the grants cannot change how it loads.
+        if spec.policy_source == BUILTIN_DEFAULT {
+            return Ok(self.default.clone());
+        }
         let bytes = read_source(&spec.policy_source)?;
         let grants = Grants {
             metrics: self.providers.address_for(spec).is_some(),
@@ -77,9 +95,8 @@ impl Context {
     }
 
     /// The built-in default, which answers what a single-world component does not export.
-    fn default_policy(&self) -> Result<Arc<PolicyComponent>, PolicyError> {
-        let bytes = read_source(BUILTIN_DEFAULT)?;
-        self.engine.load(BUILTIN_DEFAULT, &bytes, Grants::default())
+    fn default_policy(&self) -> Arc<PolicyComponent> {
+        self.default.clone()
     }
 }
 
@@ -156,10 +173,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             return Ok(Requeue::await_change());
         }
     };
-    let policy = match ctx
-        .load_policy(&spec)
-        .and_then(|p| Ok((p, ctx.default_policy()?)))
-    {
+    let policy = match ctx.load_policy(&spec).map(|p| (p, ctx.default_policy())) {
         Ok(policy) => policy,
         Err(e) => {
             let mut s = status.cloned().unwrap_or_default();
