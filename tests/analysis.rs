@@ -59,22 +59,7 @@ impl Rig {
 
     /// Waits for an event on the Canary whose note contains `text`; returns the note.
     async fn event(&self, text: &str) -> String {
-        let events: kube::Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
-        support::eventually(&format!("event containing {text:?}"), LIMIT, || async {
-            let list = events
-                .list(&Default::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            list.items
-                .iter()
-                .filter_map(|e| e.note.clone())
-                .find(|n| n.contains(text))
-                .ok_or_else(|| {
-                    let notes: Vec<_> = list.items.iter().filter_map(|e| e.note.clone()).collect();
-                    format!("{notes:#?}")
-                })
-        })
-        .await
+        event_note(&self.ns, text).await
     }
 }
 

@@ -297,3 +297,59 @@ async fn a_trapping_policy_fails_checks_for_its_canary_only() {
     );
     controller.abort();
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_canary_whose_pods_never_become_available_is_rolled_back_at_its_progress_deadline() {
+    let ns = TestNamespace::create("deadline").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(
+        &ns,
+        json!({"interval": "1s", "threshold": 5, "stepWeight": 20, "maxWeight": 60}),
+    )
+    .await
+    .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let patch = json!({"spec": {"progressDeadlineSeconds": 8}});
+    ns.api::<Canary>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("shorten the deadline");
+
+    // A revision no node can run: its pods stay Pending, the Deployment loses its minimum availability.
+    let unschedulable = json!({"spec": {"template": {"spec": {
+        "nodeSelector": {"fledge.dev/no-such-node": "true"},
+        "containers": [{"name": "podinfod", "image": "stefanprodan/podinfo:3.1.1"}]
+    }}}});
+    ns.api::<Deployment>()
+        .patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Strategic(&unschedulable),
+        )
+        .await
+        .expect("ship an unschedulable revision");
+    let shipped = std::time::Instant::now();
+    wait_phase(&ns, Phase::Progressing, LIMIT).await;
+    let failed = wait_phase(&ns, Phase::Failed, LIMIT).await;
+    let took = shipped.elapsed();
+    assert!(
+        took >= Duration::from_secs(8),
+        "rolled back after {took:?}, before the 8 s deadline"
+    );
+    assert_eq!(
+        failed.status.map(|s| s.failed_checks),
+        Some(0),
+        "not a failed check: a deadline"
+    );
+    event_note(&ns, "progress deadline exceeded canary deployment podinfo").await;
+    // Traffic never left the primary, which still runs the old revision.
+    assert_eq!(weights(&ns).await, Some((100, 0)));
+    assert_eq!(
+        image(&ns, "podinfo-primary").await.as_deref(),
+        Some("stefanprodan/podinfo:3.1.0")
+    );
+    controller.abort();
+}

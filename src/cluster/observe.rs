@@ -10,7 +10,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::workload::{content_hash, reading, referenced_configs, revision, selector_label};
 use super::{ClusterError, primary_name};
-use crate::api::{CanaryStatus, ValidSpec};
+use crate::api::ValidSpec;
 use crate::lifecycle::Observed;
 use crate::router::istio::{IstioRouter, canary_weight};
 
@@ -39,12 +39,7 @@ pub struct Snapshot {
 }
 
 /// Reads the cluster for one canary.
-pub async fn observe(
-    client: &Client,
-    namespace: &str,
-    spec: &ValidSpec,
-    status: Option<&CanaryStatus>,
-) -> Result<Snapshot, ClusterError> {
+pub async fn observe(client: &Client, namespace: &str, spec: &ValidSpec) -> Result<Snapshot, ClusterError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let Some(target) = deployments.get_opt(&spec.target).await? else {
         return Ok(Snapshot::default());
@@ -65,18 +60,14 @@ pub async fn observe(
     let apex = Api::<Service>::namespaced(client.clone(), namespace)
         .get_opt(&spec.service)
         .await?;
-    let since = status.and_then(|s| s.last_transition_time.as_ref()).map(|t| t.0);
-    let seconds_in_phase = since.map_or(0, |t| {
-        u64::try_from(Timestamp::now().duration_since(t).as_secs()).unwrap_or(0)
-    });
+    let now = Timestamp::now();
     Ok(Snapshot {
         observed: Observed {
-            target: Some(reading(&target)),
-            primary: primary.as_ref().map(reading),
+            target: Some(reading(&target, now)),
+            primary: primary.as_ref().map(|p| reading(p, now)),
             revision: revision(&target, &configs)?,
             tracked_configs: configs.clone(),
             routed_canary_weight: routed,
-            seconds_in_phase,
         },
         tracked: configs.into_keys().collect(),
         label: Some(label),

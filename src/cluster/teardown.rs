@@ -42,8 +42,9 @@ pub async fn teardown(
     };
     let label = selector_label(&target)?;
     let primary = deployments.get_opt(&primary_name(&spec.target)).await?;
-    let wanted = primary.as_ref().map_or(1, |p| reading(p).replicas).max(1);
-    let current = reading(&target);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let wanted = primary.as_ref().map_or(1, |p| reading(p, now).replicas).max(1);
+    let current = reading(&target, now);
     if current.replicas < wanted {
         let patch = json!({"spec": {"replicas": wanted}});
         deployments

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use super::{ClusterError, SELECTOR_LABELS, primary_name};
@@ -28,7 +29,7 @@ pub fn selector_label(target: &Deployment) -> Result<(String, String), ClusterEr
 
 /// Rolled out and serving: the controller saw the latest spec, every replica is updated and available and no
 /// old replica is left (Flagger's readiness with a 100 % threshold).
-pub fn reading(d: &Deployment) -> Workload {
+pub fn reading(d: &Deployment, now: Timestamp) -> Workload {
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = d.status.clone().unwrap_or_default();
     let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
@@ -37,15 +38,27 @@ pub fn reading(d: &Deployment) -> Workload {
         && updated >= replicas
         && status.replicas.unwrap_or(0) <= updated
         && status.available_replicas.unwrap_or(0) >= updated;
-    let stalled = status
-        .conditions
-        .unwrap_or_default()
+    let conditions = status.conditions.unwrap_or_default();
+    let stalled = conditions
         .iter()
         .any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+    // Flagger's clock for the progress deadline: how long the Deployment has lacked its minimum replicas.
+    let unavailable_secs = conditions
+        .iter()
+        .find(|c| {
+            c.type_ == "Available"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("MinimumReplicasUnavailable")
+        })
+        .and_then(|c| c.last_update_time.as_ref().or(c.last_transition_time.as_ref()))
+        .map_or(0, |since| {
+            u64::try_from(now.duration_since(since.0).as_secs()).unwrap_or(0)
+        });
     Workload {
         replicas,
         ready,
         stalled,
+        unavailable_secs,
     }
 }
 
@@ -365,12 +378,38 @@ mod tests {
             "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3
         }))
         .ok();
-        assert!(reading(&d).ready);
+        let now = Timestamp::now();
+        assert!(reading(&d, now).ready);
         d.status.as_mut().expect("status").available_replicas = Some(2);
-        assert!(!reading(&d).ready);
+        assert!(!reading(&d, now).ready);
         d.status.as_mut().expect("status").observed_generation = Some(1);
         d.status.as_mut().expect("status").available_replicas = Some(3);
-        assert!(!reading(&d).ready, "the controller has not seen the latest spec");
+        assert!(
+            !reading(&d, now).ready,
+            "the controller has not seen the latest spec"
+        );
+    }
+
+    #[test]
+    fn the_deadline_clock_runs_from_when_the_deployment_lost_its_minimum_replicas() {
+        let mut d = target();
+        let now: Timestamp = "2026-11-27T12:00:00Z".parse().expect("time");
+        let status = |available: &str, reason: &str| {
+            serde_json::from_value(serde_json::json!({
+                "conditions": [
+                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                     "lastUpdateTime": "2026-11-27T09:00:00Z", "lastTransitionTime": "2026-11-27T09:00:00Z"},
+                    {"type": "Available", "status": available, "reason": reason,
+                     "lastUpdateTime": "2026-11-27T11:58:20Z", "lastTransitionTime": "2026-11-27T11:58:20Z"}
+                ]
+            }))
+            .ok()
+        };
+        d.status = status("False", "MinimumReplicasUnavailable");
+        assert_eq!(reading(&d, now).unavailable_secs, 100);
+        // Available, or an old Progressing timestamp, starts no clock: a long rollout is not "late".
+        d.status = status("True", "MinimumReplicasAvailable");
+        assert_eq!(reading(&d, now).unavailable_secs, 0);
     }
 
     #[test]

@@ -187,7 +187,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         }
     };
 
-    let snapshot = observe(&ctx.client, &namespace, &spec, status).await?;
+    let snapshot = observe(&ctx.client, &namespace, &spec).await?;
     let state = state_of(status);
     if let Some(wait) = not_due(&spec, &state, status, &snapshot) {
         return Ok(Requeue::requeue(wait));

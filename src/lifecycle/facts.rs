@@ -11,6 +11,8 @@ pub struct Workload {
     pub ready: bool,
     /// The Deployment reports `ProgressDeadlineExceeded`.
     pub stalled: bool,
+    /// Seconds since the Deployment lost its minimum available replicas; 0 while it has them.
+    pub unavailable_secs: u64,
 }
 
 /// The cluster as one tick sees it.
@@ -26,6 +28,4 @@ pub struct Observed {
     pub tracked_configs: BTreeMap<String, String>,
     /// The canary's weight in the VirtualService (the source of truth), if the route exists.
     pub routed_canary_weight: Option<u32>,
-    /// Seconds since the canary entered its current phase (for the progress deadline).
-    pub seconds_in_phase: u64,
 }

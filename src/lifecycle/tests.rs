@@ -97,6 +97,7 @@ fn ready(replicas: i32) -> Option<Workload> {
         replicas,
         ready: true,
         stalled: false,
+        unavailable_secs: 0,
     })
 }
 
@@ -219,6 +220,7 @@ fn seed_story_advances_20_40_60_then_promotes_and_finalises() {
         replicas: 2,
         ready: false,
         stalled: false,
+        unavailable_secs: 0,
     });
     let t = tick(&id(), &spec, &state, &obs, &mut judge);
     assert_eq!(t.state.phase, Some(Phase::Promoting));
@@ -323,6 +325,7 @@ fn a_canary_that_is_not_ready_is_not_a_failed_check_until_its_deadline() {
         replicas: 2,
         ready: false,
         stalled: false,
+        unavailable_secs: 0,
     });
     let t = tick(
         &id(),
@@ -335,7 +338,9 @@ fn a_canary_that_is_not_ready_is_not_a_failed_check_until_its_deadline() {
         (t.state.phase, t.state.failed_checks),
         (Some(Phase::Progressing), 0)
     );
-    obs.seconds_in_phase = 601;
+    if let Some(target) = obs.target.as_mut() {
+        target.unavailable_secs = 601;
+    }
     let t = tick(
         &id(),
         &spec,

@@ -233,7 +233,7 @@ impl Ticker<'_> {
         }
         let target = self.obs.target.unwrap_or_default();
         if !target.ready {
-            if target.stalled || self.obs.seconds_in_phase > self.spec.progress_deadline.as_secs() {
+            if target.stalled || target.unavailable_secs > self.spec.progress_deadline.as_secs() {
                 let reason = format!(
                     "progress deadline exceeded canary deployment {} not ready",
                     self.target_id()

@@ -152,6 +152,28 @@ pub async fn api_requests(metrics_url: &str) -> Result<Vec<(String, String, u64)
         .collect())
 }
 
+/// Waits (up to two minutes) for an event in `ns` whose note contains `text`; returns the note.
+pub async fn event_note(ns: &TestNamespace, text: &str) -> String {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    eventually(
+        &format!("event containing {text:?}"),
+        Duration::from_secs(120),
+        || async {
+            let list = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let notes: Vec<String> = list.items.iter().filter_map(|e| e.note.clone()).collect();
+            notes
+                .iter()
+                .find(|n| n.contains(text))
+                .cloned()
+                .ok_or_else(|| format!("{notes:#?}"))
+        },
+    )
+    .await
+}
+
 /// podinfo at `image` with 2 replicas, and its Service on 9898, as in the seed story.
 pub async fn create_podinfo(ns: &TestNamespace, image: &str) {
     create_app(ns, "podinfo", image).await;
