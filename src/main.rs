@@ -34,6 +34,14 @@ struct ControllerArgs {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "FLEDGE_NAMESPACE")]
     namespace: Option<String>,
+    /// Labels tried, in order, to find the one that selects a target's pods (Flagger's -selector-labels).
+    #[arg(
+        long,
+        env = "FLEDGE_SELECTOR_LABELS",
+        value_delimiter = ',',
+        default_value = "app,name,app.kubernetes.io/name"
+    )]
+    selector_labels: Vec<String>,
     /// Kubeconfig file; default: KUBECONFIG, ~/.kube/config, or the in-cluster service account.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -122,9 +130,17 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("fledge-{}", std::process::id()));
+        let selector_labels: Vec<String> = args
+            .selector_labels
+            .iter()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        anyhow::ensure!(!selector_labels.is_empty(), "--selector-labels names no label");
         let options = fledge::controller::Options {
             min_interval: args.min_interval,
             namespace: args.namespace.clone(),
+            selector_labels,
             metrics_server: args.metrics_server.clone(),
             query_timeout: args.query_timeout,
             concurrency: args.concurrency.max(1),

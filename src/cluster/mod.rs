@@ -17,6 +17,11 @@ pub const FIELD_MANAGER: &str = "fledge";
 /// Labels tried, in order, to find the target's selector label (Flagger's `-selector-labels`).
 pub const SELECTOR_LABELS: &[&str] = &["app", "name", "app.kubernetes.io/name"];
 
+/// [`SELECTOR_LABELS`] as the controller's setting (`--selector-labels`).
+pub fn default_labels() -> Vec<String> {
+    SELECTOR_LABELS.iter().map(|l| (*l).to_owned()).collect()
+}
+
 /// `<target>-primary`.
 pub fn primary_name(target: &str) -> String {
     format!("{target}-primary")
@@ -27,8 +32,8 @@ pub fn primary_name(target: &str) -> String {
 pub enum ClusterError {
     #[error("kubernetes API: {0}")]
     Api(#[from] kube::Error),
-    #[error("deployment {0} has no selector label among app, name, app.kubernetes.io/name")]
-    NoSelectorLabel(String),
+    #[error("deployment {deployment} has no selector label among {labels}")]
+    NoSelectorLabel { deployment: String, labels: String },
     #[error("cannot encode {what}: {source}")]
     Encode {
         what: &'static str,
@@ -41,7 +46,7 @@ impl ClusterError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Api(_) => "api",
-            Self::NoSelectorLabel(_) => "no_selector_label",
+            Self::NoSelectorLabel { .. } => "no_selector_label",
             Self::Encode { .. } => "encode",
         }
     }

@@ -39,12 +39,17 @@ pub struct Snapshot {
 }
 
 /// Reads the cluster for one canary.
-pub async fn observe(client: &Client, namespace: &str, spec: &ValidSpec) -> Result<Snapshot, ClusterError> {
+pub async fn observe(
+    client: &Client,
+    namespace: &str,
+    spec: &ValidSpec,
+    selector_labels: &[String],
+) -> Result<Snapshot, ClusterError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let Some(target) = deployments.get_opt(&spec.target).await? else {
         return Ok(Snapshot::default());
     };
-    let label = selector_label(&target)?;
+    let label = selector_label(&target, selector_labels)?;
     let refs = target
         .spec
         .as_ref()

@@ -31,6 +31,7 @@ pub async fn teardown(
     namespace: &str,
     spec: &ValidSpec,
     owner: &OwnerReference,
+    selector_labels: &[String],
 ) -> Result<Teardown, ClusterError> {
     if !spec.revert_on_deletion {
         // Flagger's old behaviour, on request: leave everything to garbage collection.
@@ -40,7 +41,7 @@ pub async fn teardown(
     let Some(target) = deployments.get_opt(&spec.target).await? else {
         return Ok(Teardown::Done);
     };
-    let label = selector_label(&target)?;
+    let label = selector_label(&target, selector_labels)?;
     let primary = deployments.get_opt(&primary_name(&spec.target)).await?;
     let now = k8s_openapi::jiff::Timestamp::now();
     let wanted = primary.as_ref().map_or(1, |p| reading(p, now).replicas).max(1);

@@ -8,23 +8,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-use super::{ClusterError, SELECTOR_LABELS, primary_name};
+use super::{ClusterError, primary_name};
 use crate::lifecycle::Workload;
 
-/// The label that selects the target's pods, and its value (`app: podinfo`).
-pub fn selector_label(target: &Deployment) -> Result<(String, String), ClusterError> {
+/// The first of `selector_labels` that selects the target's pods, and its value (`app: podinfo`).
+pub fn selector_label(
+    target: &Deployment,
+    selector_labels: &[String],
+) -> Result<(String, String), ClusterError> {
     let labels = target
         .spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.as_ref());
-    SELECTOR_LABELS
+    selector_labels
         .iter()
-        .find_map(|l| {
-            labels
-                .and_then(|m| m.get(*l))
-                .map(|v| ((*l).to_owned(), v.clone()))
+        .find_map(|l| labels.and_then(|m| m.get(l)).map(|v| (l.clone(), v.clone())))
+        .ok_or_else(|| ClusterError::NoSelectorLabel {
+            deployment: target.metadata.name.clone().unwrap_or_default(),
+            labels: selector_labels.join(", "),
         })
-        .ok_or_else(|| ClusterError::NoSelectorLabel(target.metadata.name.clone().unwrap_or_default()))
 }
 
 /// Rolled out and serving: the controller saw the latest spec, every replica is updated and available and no
@@ -262,6 +264,7 @@ pub fn primary_deployment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::default_labels;
 
     fn target() -> Deployment {
         serde_json::from_value(serde_json::json!({
@@ -293,8 +296,28 @@ mod tests {
     #[test]
     fn finds_the_first_known_selector_label() {
         assert_eq!(
-            selector_label(&target()).expect("label"),
+            selector_label(&target(), &default_labels()).expect("label"),
             ("app".to_owned(), "podinfo".to_owned())
+        );
+    }
+
+    #[test]
+    fn configured_selector_labels_are_tried_in_order_and_named_when_none_matches() {
+        let mut t = target();
+        let selector = &mut t.spec.as_mut().expect("spec").selector;
+        selector.match_labels = Some(BTreeMap::from([
+            ("app".to_owned(), "podinfo".to_owned()),
+            ("app.kubernetes.io/instance".to_owned(), "podinfo-eu".to_owned()),
+        ]));
+        let custom = vec!["app.kubernetes.io/instance".to_owned(), "app".to_owned()];
+        assert_eq!(
+            selector_label(&t, &custom).expect("label"),
+            ("app.kubernetes.io/instance".to_owned(), "podinfo-eu".to_owned())
+        );
+        let err = selector_label(&t, &["tier".to_owned(), "role".to_owned()]).expect_err("no label");
+        assert_eq!(
+            err.to_string(),
+            "deployment podinfo has no selector label among tier, role"
         );
     }
 
@@ -311,7 +334,7 @@ mod tests {
                 "secret/podinfo-token"
             ]
         );
-        let label = selector_label(&t).expect("label");
+        let label = selector_label(&t, &default_labels()).expect("label");
         let p = primary_deployment(&t, &label, &tracked, 3, owner()).expect("primary");
         let json = serde_json::to_value(&p).expect("json");
         assert_eq!(json["metadata"]["name"], "podinfo-primary");
@@ -340,7 +363,7 @@ mod tests {
     #[test]
     fn copying_the_same_template_twice_gives_the_same_primary() {
         let t = target();
-        let label = selector_label(&t).expect("label");
+        let label = selector_label(&t, &default_labels()).expect("label");
         let a = primary_template(&t, &label, &BTreeSet::new()).expect("a");
         let b = primary_template(&t, &label, &BTreeSet::new()).expect("b");
         assert_eq!(

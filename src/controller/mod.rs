@@ -31,6 +31,8 @@ pub struct Options {
     pub min_interval: Duration,
     /// Namespace to watch; all when `None`.
     pub namespace: Option<String>,
+    /// Labels tried, in order, to find the label that selects a target's pods (Flagger's three).
+    pub selector_labels: Vec<String>,
     /// Prometheus for canaries that name none (`--metrics-server`).
     pub metrics_server: Option<String>,
     /// Timeout of one metric check query.
@@ -50,6 +52,7 @@ impl Default for Options {
         Self {
             min_interval: crate::api::MIN_INTERVAL,
             namespace: None,
+            selector_labels: crate::cluster::default_labels(),
             metrics_server: None,
             query_timeout: crate::prometheus::DEFAULT_TIMEOUT,
             policy_queries: crate::analysis::QueryLimits::default(),

@@ -187,7 +187,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         }
     };
 
-    let snapshot = observe(&ctx.client, &namespace, &spec).await?;
+    let snapshot = observe(&ctx.client, &namespace, &spec, &ctx.options.selector_labels).await?;
     let state = state_of(status);
     if let Some(wait) = not_due(&spec, &state, status, &snapshot) {
         return Ok(Requeue::requeue(wait));
@@ -377,7 +377,16 @@ async fn finish_deletion(
     }
     // An invalid spec never created anything to restore.
     if let Ok(spec) = validate_with(&canary.spec, ctx.options.min_interval) {
-        match teardown(&ctx.client, namespace, &spec, &owner_reference(canary)).await? {
+        let owner = owner_reference(canary);
+        match teardown(
+            &ctx.client,
+            namespace,
+            &spec,
+            &owner,
+            &ctx.options.selector_labels,
+        )
+        .await?
+        {
             Teardown::Waiting(why) => {
                 tracing::info!("teardown: {why}");
                 let mut s = canary.status.clone().unwrap_or_default();
