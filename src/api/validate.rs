@@ -21,6 +21,8 @@ const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 pub enum SpecError {
     #[error("targetRef.kind {0} is not supported (only Deployment)")]
     UnsupportedTarget(String),
+    #[error("provider {0} is not supported: fledge routes traffic with Istio (provider istio or unset)")]
+    UnsupportedProvider(String),
     #[error("analysis.interval {0:?} is not a duration like 30s or 1m")]
     BadInterval(String),
     #[error("{field} is {value}, outside 0..=100")]
@@ -42,6 +44,7 @@ impl SpecError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::UnsupportedTarget(_) => "unsupported_target",
+            Self::UnsupportedProvider(_) => "unsupported_provider",
             Self::BadInterval(_) => "bad_interval",
             Self::WeightOutOfRange { .. } => "weight_out_of_range",
             Self::StepWeightZero => "step_weight_zero",
@@ -82,6 +85,8 @@ pub struct ValidSpec {
     pub metrics_server: Option<String>,
     pub metrics: Vec<MetricSpec>,
     pub webhooks: Vec<WebhookSpec>,
+    /// Flagger fields this Canary sets that fledge accepts but does not act on (reported, never silent).
+    pub ignored: Vec<&'static str>,
 }
 
 /// One metric check, validated.
@@ -226,6 +231,13 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
     if spec.target_ref.kind != "Deployment" {
         return Err(SpecError::UnsupportedTarget(spec.target_ref.kind.clone()));
     }
+    if let Some(provider) = spec
+        .provider
+        .as_deref()
+        .filter(|p| !p.eq_ignore_ascii_case("istio"))
+    {
+        return Err(SpecError::UnsupportedProvider(provider.to_owned()));
+    }
     let empty = CanaryAnalysis::default();
     let analysis = spec.analysis.as_ref().unwrap_or(&empty);
     let percent = |field: &'static str, v: Option<i32>| -> Result<Option<u32>, SpecError> {
@@ -294,7 +306,31 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         metrics_server: spec.metrics_server.clone().filter(|s| !s.is_empty()),
         metrics: analysis.metrics.iter().map(metric).collect::<Result<_, _>>()?,
         webhooks: analysis.webhooks.iter().map(webhook).collect::<Result<_, _>>()?,
+        ignored: ignored(spec, analysis),
     })
+}
+
+/// Flagger fields set in `spec` that fledge does not implement yet.
+fn ignored(spec: &CanarySpec, analysis: &CanaryAnalysis) -> Vec<&'static str> {
+    let not_full = |t: Option<i32>| t.is_some_and(|t| t != 100);
+    [
+        ("analysis.mirror", analysis.mirror),
+        ("analysis.mirrorWeight", analysis.mirror_weight.is_some()),
+        ("analysis.sessionAffinity", analysis.session_affinity.is_some()),
+        ("analysis.alerts", !analysis.alerts.is_empty()),
+        (
+            "analysis.primaryReadyThreshold",
+            not_full(analysis.primary_ready_threshold),
+        ),
+        (
+            "analysis.canaryReadyThreshold",
+            not_full(analysis.canary_ready_threshold),
+        ),
+        ("service.portDiscovery", spec.service.port_discovery),
+    ]
+    .into_iter()
+    .filter_map(|(field, set)| set.then_some(field))
+    .collect()
 }
 
 /// `30s` → 30 s, `2m` → 120 s.
@@ -330,6 +366,43 @@ mod tests {
             "analysis": analysis,
         }))
         .expect("spec")
+    }
+
+    #[test]
+    fn only_the_istio_provider_is_accepted() {
+        let mut s = spec(serde_json::json!({}));
+        for ok in [None, Some("istio"), Some("Istio")] {
+            s.provider = ok.map(str::to_owned);
+            assert!(validate(&s).is_ok(), "{ok:?}");
+        }
+        s.provider = Some("nginx".into());
+        assert_eq!(validate(&s), Err(SpecError::UnsupportedProvider("nginx".into())));
+    }
+
+    #[test]
+    fn flagger_fields_fledge_does_not_implement_are_listed_not_silently_dropped() {
+        assert!(
+            validate(&spec(serde_json::json!({})))
+                .expect("valid")
+                .ignored
+                .is_empty()
+        );
+        let mut s = spec(serde_json::json!({
+            "mirror": true,
+            "alerts": [{"name": "on-call", "severity": "error", "providerRef": {"name": "slack"}}],
+            "primaryReadyThreshold": 100,
+            "canaryReadyThreshold": 50,
+        }));
+        s.service.port_discovery = true;
+        assert_eq!(
+            validate(&s).expect("valid").ignored,
+            vec![
+                "analysis.mirror",
+                "analysis.alerts",
+                "analysis.canaryReadyThreshold",
+                "service.portDiscovery"
+            ]
+        );
     }
 
     #[test]

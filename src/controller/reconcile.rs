@@ -173,6 +173,14 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             return Ok(Requeue::await_change());
         }
     };
+    let ignored = (!spec.ignored.is_empty())
+        .then(|| format!("fledge ignores {} (not implemented)", spec.ignored.join(", ")));
+    if let Some(why) = &ignored
+        && status.and_then(|s| s.observed_generation) != generation
+    {
+        // Once per spec change, so the event does not grow with every tick.
+        publish(&ctx, &canary, EventKind::Warning, "IgnoredFields", why.clone()).await;
+    }
     let policy = match ctx.load_policy(&spec).map(|p| (p, ctx.default_policy())) {
         Ok(policy) => policy,
         Err(e) => {
@@ -282,7 +290,13 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         None => {}
     }
     let ready = if snapshot.target.is_some() {
-        condition("Ready", "True", "Reconciled", "", generation)
+        condition(
+            "Ready",
+            "True",
+            "Reconciled",
+            ignored.as_deref().unwrap_or_default(),
+            generation,
+        )
     } else {
         condition(
             "Ready",

@@ -1,0 +1,251 @@
+//! A Flagger user's Canary works after changing only its apiVersion: `kubectl apply` accepts every field
+//! under strict field validation, fledge initialises it with the routing the user asked for, and the
+//! Flagger fields fledge does not implement are named in an event and the Ready condition, not dropped.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fledge::api::{Canary, Phase};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::json;
+use support::TestNamespace;
+use support::fledge::*;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// The Flagger manifest with its apiVersion changed, and nothing else.
+fn flagger_canary_as_fledge() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/flagger-istio-canary.yaml"
+    );
+    let flagger = std::fs::read_to_string(path).expect("fixture");
+    let fledge = flagger.replace(
+        "apiVersion: flagger.app/v1beta1",
+        "apiVersion: fledge.dev/v1alpha1",
+    );
+    assert_ne!(fledge, flagger, "the fixture is a flagger.app Canary");
+    fledge
+}
+
+/// `kubectl apply --validate=strict -n <ns> -f -`: unknown fields are errors, as a user would see them.
+fn kubectl_apply(ns: &str, manifest: &str) -> Result<String, String> {
+    let mut child = Command::new("kubectl")
+        .args(["apply", "--validate=strict", "-n", ns, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl (make test puts the plane's kubectl on PATH)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(manifest.as_bytes())
+        .expect("write manifest");
+    let out = child.wait_with_output().expect("kubectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() { Ok(text) } else { Err(text) }
+}
+
+fn istio(ns: &TestNamespace, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", kind);
+    Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk))
+}
+
+async fn create_hpa(ns: &TestNamespace) {
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 99}}}]
+        }
+    }))
+    .expect("hpa");
+    ns.api::<HorizontalPodAutoscaler>()
+        .create(&PostParams::default(), &hpa)
+        .await
+        .expect("create hpa");
+}
+
+#[test]
+fn the_flagger_manifest_parses_and_validates_as_a_fledge_canary() {
+    let canary: Canary = serde_yaml::from_str(&flagger_canary_as_fledge()).expect("a fledge Canary");
+    let spec = fledge::api::validate(&canary.spec).expect("valid");
+    assert_eq!(
+        (spec.max_weight, spec.step_weight, spec.threshold),
+        (Some(50), Some(10), 5)
+    );
+    assert_eq!(spec.metrics.len(), 2);
+    assert_eq!(spec.webhooks.len(), 2);
+    assert_eq!(spec.ignored, vec!["analysis.alerts", "service.portDiscovery"]);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_flagger_canary_with_only_its_api_version_changed_is_initialised_with_its_routing() {
+    let ns = TestNamespace::create("flagger").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    create_hpa(&ns).await;
+    let controller = start_controller(&ns.client, &ns.name);
+    let applied = kubectl_apply(&ns.name, &flagger_canary_as_fledge());
+    assert!(applied.is_ok(), "kubectl apply refused the Canary: {applied:?}");
+    let canary = wait_phase(&ns, Phase::Initialized, LIMIT).await;
+
+    // Every field survived the apiserver (no pruning), down to webhook metadata.
+    let stored = serde_json::to_value(&canary.spec).expect("spec");
+    assert_eq!(
+        stored["analysis"]["webhooks"][0]["metadata"]["cmd"],
+        "curl -sd 'test' http://podinfo-canary:9898/token | grep token"
+    );
+    assert_eq!(stored["analysis"]["alerts"][0]["providerRef"]["name"], "on-call");
+
+    // The VirtualService carries the user's gateways, hosts and HTTP options, all traffic on the primary.
+    let vs = istio(&ns, "VirtualService")
+        .get("podinfo")
+        .await
+        .expect("VirtualService");
+    let spec = &vs.data["spec"];
+    assert_eq!(
+        spec["gateways"],
+        json!(["public-gateway.istio-system.svc.cluster.local"])
+    );
+    let hosts = spec["hosts"].as_array().expect("hosts");
+    assert!(
+        hosts.contains(&json!("app.example.com")) && hosts.contains(&json!("podinfo")),
+        "{hosts:?}"
+    );
+    let http = &spec["http"][0];
+    assert_eq!(http["retries"]["attempts"], 3);
+    assert_eq!(
+        http["retries"]["retryOn"],
+        "gateway-error,connect-failure,refused-stream"
+    );
+    assert_eq!(http["timeout"], "30s");
+    assert_eq!(http["corsPolicy"]["maxAge"], "24h");
+    assert_eq!(
+        http["headers"]["request"]["add"]["x-envoy-upstream-rq-timeout-ms"],
+        "15000"
+    );
+    assert_eq!(weights(&ns).await, Some((100, 0)));
+    for host in ["podinfo-primary", "podinfo-canary"] {
+        let dr = istio(&ns, "DestinationRule")
+            .get(host)
+            .await
+            .expect("DestinationRule");
+        assert_eq!(
+            dr.data["spec"]["trafficPolicy"]["tls"]["mode"], "DISABLE",
+            "{host}"
+        );
+    }
+
+    // The apex Service has the user's metadata and now selects the primary; the HPA is copied.
+    let apex = ns.api::<Service>().get("podinfo").await.expect("apex");
+    assert_eq!(
+        apex.metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(
+        apex.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("owner")
+            .map(String::as_str),
+        Some("web-team")
+    );
+    assert_eq!(
+        selector(&ns, "podinfo")
+            .await
+            .and_then(|s| s.get("app").cloned())
+            .as_deref(),
+        Some("podinfo-primary")
+    );
+    assert!(
+        ns.api::<HorizontalPodAutoscaler>()
+            .get_opt("podinfo-primary")
+            .await
+            .expect("get hpa")
+            .is_some()
+    );
+
+    // What fledge does not implement is said, not swallowed.
+    let ready = canary
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .expect("Ready condition");
+    assert_eq!(ready.status, "True");
+    assert_eq!(
+        ready.message,
+        "fledge ignores analysis.alerts, service.portDiscovery (not implemented)"
+    );
+    event_note(&ns, "fledge ignores analysis.alerts, service.portDiscovery").await;
+    controller.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_canary_for_another_provider_is_refused_and_fledge_creates_nothing() {
+    let ns = TestNamespace::create("provider").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    let nginx = flagger_canary_as_fledge().replace("provider: istio", "provider: nginx");
+    kubectl_apply(&ns.name, &nginx).expect("the schema accepts any provider name");
+    let message = support::eventually("an InvalidSpec condition", LIMIT, || async {
+        let c = ns
+            .api::<Canary>()
+            .get("podinfo")
+            .await
+            .map_err(|e| e.to_string())?;
+        c.status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.reason == "InvalidSpec"))
+            .map(|c| c.message)
+            .ok_or_else(|| "no InvalidSpec condition yet".to_owned())
+    })
+    .await;
+    assert!(message.contains("provider nginx is not supported"), "{message}");
+    // Give the controller time to act wrongly, then check it did not.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("podinfo-primary")
+            .await
+            .expect("get")
+            .is_none(),
+        "a primary was created for a refused canary"
+    );
+    assert!(
+        istio(&ns, "VirtualService")
+            .get_opt("podinfo")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(
+        selector(&ns, "podinfo")
+            .await
+            .and_then(|s| s.get("app").cloned())
+            .as_deref(),
+        Some("podinfo")
+    );
+    controller.abort();
+}
