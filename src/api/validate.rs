@@ -85,6 +85,9 @@ pub struct ValidSpec {
     pub metrics_server: Option<String>,
     pub metrics: Vec<MetricSpec>,
     pub webhooks: Vec<WebhookSpec>,
+    /// Share of the primary's / canary's updated replicas that must be available (Flagger's thresholds).
+    pub primary_ready_percent: u32,
+    pub canary_ready_percent: u32,
     /// Flagger fields this Canary sets that fledge accepts but does not act on (reported, never silent).
     pub ignored: Vec<&'static str>,
 }
@@ -306,26 +309,21 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         metrics_server: spec.metrics_server.clone().filter(|s| !s.is_empty()),
         metrics: analysis.metrics.iter().map(metric).collect::<Result<_, _>>()?,
         webhooks: analysis.webhooks.iter().map(webhook).collect::<Result<_, _>>()?,
+        primary_ready_percent: percent("analysis.primaryReadyThreshold", analysis.primary_ready_threshold)?
+            .unwrap_or(100),
+        canary_ready_percent: percent("analysis.canaryReadyThreshold", analysis.canary_ready_threshold)?
+            .unwrap_or(100),
         ignored: ignored(spec, analysis),
     })
 }
 
 /// Flagger fields set in `spec` that fledge does not implement yet.
 fn ignored(spec: &CanarySpec, analysis: &CanaryAnalysis) -> Vec<&'static str> {
-    let not_full = |t: Option<i32>| t.is_some_and(|t| t != 100);
     [
         ("analysis.mirror", analysis.mirror),
         ("analysis.mirrorWeight", analysis.mirror_weight.is_some()),
         ("analysis.sessionAffinity", analysis.session_affinity.is_some()),
         ("analysis.alerts", !analysis.alerts.is_empty()),
-        (
-            "analysis.primaryReadyThreshold",
-            not_full(analysis.primary_ready_threshold),
-        ),
-        (
-            "analysis.canaryReadyThreshold",
-            not_full(analysis.canary_ready_threshold),
-        ),
         ("service.portDiscovery", spec.service.port_discovery),
     ]
     .into_iter()
@@ -396,12 +394,7 @@ mod tests {
         s.service.port_discovery = true;
         assert_eq!(
             validate(&s).expect("valid").ignored,
-            vec![
-                "analysis.mirror",
-                "analysis.alerts",
-                "analysis.canaryReadyThreshold",
-                "service.portDiscovery"
-            ]
+            vec!["analysis.mirror", "analysis.alerts", "service.portDiscovery"]
         );
     }
 

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client, ResourceExt};
 
-use super::workload::{content_hash, reading, referenced_configs, revision, selector_label};
+use super::workload::{content_hash, reading_with, referenced_configs, revision, selector_label};
 use super::{ClusterError, primary_name};
 use crate::api::ValidSpec;
 use crate::lifecycle::Observed;
@@ -68,8 +68,10 @@ pub async fn observe(
     let now = Timestamp::now();
     Ok(Snapshot {
         observed: Observed {
-            target: Some(reading(&target, now)),
-            primary: primary.as_ref().map(|p| reading(p, now)),
+            target: Some(reading_with(&target, now, spec.canary_ready_percent)),
+            primary: primary
+                .as_ref()
+                .map(|p| reading_with(p, now, spec.primary_ready_percent)),
             revision: revision(&target, &configs)?,
             tracked_configs: configs.clone(),
             routed_canary_weight: routed,

@@ -32,14 +32,22 @@ pub fn selector_label(
 /// Rolled out and serving: the controller saw the latest spec, every replica is updated and available and no
 /// old replica is left (Flagger's readiness with a 100 % threshold).
 pub fn reading(d: &Deployment, now: Timestamp) -> Workload {
+    reading_with(d, now, 100)
+}
+
+/// Like [`reading`], ready once `ready_percent` % of the updated replicas are available (Flagger's
+/// `primaryReadyThreshold` / `canaryReadyThreshold`).
+pub fn reading_with(d: &Deployment, now: Timestamp, ready_percent: u32) -> Workload {
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = d.status.clone().unwrap_or_default();
     let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
+    // Rounded up: 80 % of 4 replicas needs all 4.
+    let needed = (i64::from(updated) * i64::from(ready_percent.min(100)) + 99) / 100;
     let ready = observed
         && updated >= replicas
         && status.replicas.unwrap_or(0) <= updated
-        && status.available_replicas.unwrap_or(0) >= updated;
+        && i64::from(status.available_replicas.unwrap_or(0)) >= needed;
     let conditions = status.conditions.unwrap_or_default();
     let stalled = conditions
         .iter()
@@ -411,6 +419,20 @@ mod tests {
             !reading(&d, now).ready,
             "the controller has not seen the latest spec"
         );
+    }
+
+    #[test]
+    fn a_ready_threshold_below_100_needs_only_that_share_of_updated_replicas_available() {
+        let mut d = target();
+        d.spec.as_mut().expect("spec").replicas = Some(4);
+        d.status = serde_json::from_value(serde_json::json!({
+            "replicas": 4, "updatedReplicas": 4, "availableReplicas": 3
+        }))
+        .ok();
+        let now = Timestamp::now();
+        assert!(!reading(&d, now).ready);
+        assert!(reading_with(&d, now, 75).ready);
+        assert!(!reading_with(&d, now, 80).ready, "80 % of 4 rounds up to 4");
     }
 
     #[test]
