@@ -85,6 +85,9 @@ pub struct ValidSpec {
     pub metrics_server: Option<String>,
     pub metrics: Vec<MetricSpec>,
     pub webhooks: Vec<WebhookSpec>,
+    /// Traffic mirroring (`analysis.mirror`): the share of requests copied to the canary (`mirrorWeight`,
+    /// default 100) while the analysis runs without user traffic on it.
+    pub mirror: Option<u32>,
     /// Share of the primary's / canary's updated replicas that must be available (Flagger's thresholds).
     pub primary_ready_percent: u32,
     pub canary_ready_percent: u32,
@@ -279,6 +282,7 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
             .max(min_interval),
     };
     let policy = analysis.policy.clone().unwrap_or_default();
+    let has_match = has_match(analysis);
     Ok(ValidSpec {
         target: spec.target_ref.name.clone(),
         service: spec
@@ -300,7 +304,7 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         step_weights,
         step_weight_promotion,
         iterations: iterations.filter(|n| *n > 0),
-        has_match: analysis.match_.as_ref().is_some_and(|m| !m.is_empty()),
+        has_match,
         skip_analysis: spec.skip_analysis || spec.analysis.is_none(),
         suspend: spec.suspend,
         revert_on_deletion: spec.revert_on_deletion.unwrap_or(true),
@@ -309,6 +313,11 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         metrics_server: spec.metrics_server.clone().filter(|s| !s.is_empty()),
         metrics: analysis.metrics.iter().map(metric).collect::<Result<_, _>>()?,
         webhooks: analysis.webhooks.iter().map(webhook).collect::<Result<_, _>>()?,
+        mirror: if analysis.mirror && !has_match {
+            Some(percent("analysis.mirrorWeight", analysis.mirror_weight)?.unwrap_or(100))
+        } else {
+            None
+        },
         primary_ready_percent: percent("analysis.primaryReadyThreshold", analysis.primary_ready_threshold)?
             .unwrap_or(100),
         canary_ready_percent: percent("analysis.canaryReadyThreshold", analysis.canary_ready_threshold)?
@@ -317,11 +326,15 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
     })
 }
 
+fn has_match(analysis: &CanaryAnalysis) -> bool {
+    analysis.match_.as_ref().is_some_and(|m| !m.is_empty())
+}
+
 /// Flagger fields set in `spec` that fledge does not implement yet.
 fn ignored(spec: &CanarySpec, analysis: &CanaryAnalysis) -> Vec<&'static str> {
     [
-        ("analysis.mirror", analysis.mirror),
-        ("analysis.mirrorWeight", analysis.mirror_weight.is_some()),
+        // Istio cannot mirror an A/B test's matched route (nor does Flagger).
+        ("analysis.mirror", analysis.mirror && has_match(analysis)),
         ("analysis.sessionAffinity", analysis.session_affinity.is_some()),
         ("analysis.alerts", !analysis.alerts.is_empty()),
         ("service.portDiscovery", spec.service.port_discovery),
@@ -386,6 +399,8 @@ mod tests {
                 .is_empty()
         );
         let mut s = spec(serde_json::json!({
+            "match": [{"headers": {"x-canary": {"exact": "insider"}}}],
+            "iterations": 10,
             "mirror": true,
             "alerts": [{"name": "on-call", "severity": "error", "providerRef": {"name": "slack"}}],
             "primaryReadyThreshold": 100,

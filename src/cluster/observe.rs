@@ -12,7 +12,7 @@ use super::workload::{content_hash, reading_with, referenced_configs, revision, 
 use super::{ClusterError, primary_name};
 use crate::api::ValidSpec;
 use crate::lifecycle::Observed;
-use crate::router::istio::{IstioRouter, canary_weight};
+use crate::router::istio::{IstioRouter, canary_weight, mirrored};
 
 /// Annotations that opt a ConfigMap or Secret out of tracking (fledge's and Flagger's).
 const TRACKING_OPT_OUT: &[&str] = &["fledge.dev/config-tracking", "flagger.app/config-tracking"];
@@ -75,6 +75,7 @@ pub async fn observe(
             revision: revision(&target, &configs)?,
             tracked_configs: configs.clone(),
             routed_canary_weight: routed,
+            routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
         },
         tracked: configs.into_keys().collect(),
         label: Some(label),

@@ -28,4 +28,6 @@ pub struct Observed {
     pub tracked_configs: BTreeMap<String, String>,
     /// The canary's weight in the VirtualService (the source of truth), if the route exists.
     pub routed_canary_weight: Option<u32>,
+    /// The VirtualService copies requests to the canary (traffic mirroring).
+    pub routed_mirror: bool,
 }

@@ -132,9 +132,48 @@ fn events(t: &Tick) -> Vec<&str> {
 
 fn route(t: &Tick) -> Option<(u32, u32)> {
     t.actions.iter().find_map(|a| match a {
-        Action::Route { primary, canary } => Some((*primary, *canary)),
+        Action::Route { primary, canary, .. } => Some((*primary, *canary)),
         _ => None,
     })
+}
+
+/// Blue/green and A/B: iterate `.0` times, then promote.
+struct Iterations(u32);
+impl Judge for Iterations {
+    fn step(&mut self, r: &Rollout) -> Result<StepDecision, PolicyError> {
+        Ok(match r.phase {
+            PolicyPhase::Promoting => StepDecision::SetWeight { weight: 0 },
+            _ if r.iterations < self.0 => StepDecision::Iterate,
+            _ => StepDecision::Promote,
+        })
+    }
+    fn gate(&mut self, _: &Rollout, _: GateKind) -> Result<GateDecision, PolicyError> {
+        Ok(GateDecision::Open)
+    }
+    fn analyse(&mut self, _: &Rollout) -> Result<(Verdict, String), PolicyError> {
+        Ok((Verdict::Pass, String::new()))
+    }
+    fn hooks(&mut self, _: &Rollout, _: WebhookType) -> Vec<WebhookOutcome> {
+        Vec::new()
+    }
+}
+
+/// The route a tick wrote, as (canary weight, mirror share).
+fn routed(t: &Tick) -> Option<(u32, Option<u32>)> {
+    t.actions.iter().find_map(|a| match a {
+        Action::Route { canary, mirror, .. } => Some((*canary, *mirror)),
+        _ => None,
+    })
+}
+
+/// What the next tick observes after `t`'s route was applied.
+fn after(t: &Tick, rev: &str) -> Observed {
+    let mut obs = observed(rev);
+    if let Some((canary, mirror)) = routed(t) {
+        obs.routed_canary_weight = Some(canary);
+        obs.routed_mirror = mirror.is_some();
+    }
+    obs
 }
 
 fn has(t: &Tick, action: &Action) -> bool {
@@ -533,25 +572,6 @@ fn the_weight_in_the_virtual_service_is_the_source_of_truth() {
 
 #[test]
 fn ab_testing_sends_matched_requests_to_the_canary_then_promotes_after_its_iterations() {
-    struct Iterations(u32);
-    impl Judge for Iterations {
-        fn step(&mut self, r: &Rollout) -> Result<StepDecision, PolicyError> {
-            Ok(match r.phase {
-                PolicyPhase::Promoting => StepDecision::SetWeight { weight: 0 },
-                _ if r.iterations < self.0 => StepDecision::Iterate,
-                _ => StepDecision::Promote,
-            })
-        }
-        fn gate(&mut self, _: &Rollout, _: GateKind) -> Result<GateDecision, PolicyError> {
-            Ok(GateDecision::Open)
-        }
-        fn analyse(&mut self, _: &Rollout) -> Result<(Verdict, String), PolicyError> {
-            Ok((Verdict::Pass, String::new()))
-        }
-        fn hooks(&mut self, _: &Rollout, _: WebhookType) -> Vec<WebhookOutcome> {
-            Vec::new()
-        }
-    }
     let spec = spec(serde_json::json!({
         "interval": "10s", "threshold": 2, "iterations": 2,
         "match": [{"headers": {"x-canary": {"exact": "insider"}}}]
@@ -661,4 +681,63 @@ fn post_rollout_hooks_run_after_promotion_and_their_failure_is_only_reported() {
             .iter()
             .any(|e| e.starts_with("Post-rollout hook notify failed for podinfo.test: HTTP 204"))
     );
+}
+
+#[test]
+fn mirroring_copies_traffic_to_the_canary_for_one_analysed_interval_before_the_first_step() {
+    let spec = spec(serde_json::json!({
+        "interval": "15s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
+        "mirror": true, "mirrorWeight": 50
+    }));
+    assert_eq!(spec.mirror, Some(50));
+    let mut judge = Script::default();
+    let mut t = tick(&id(), &spec, &initialized("r1"), &observed("r2"), &mut judge);
+    let mut seen = Vec::new();
+    let mut notes = Vec::new();
+    for _ in 0..10 {
+        t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
+        seen.push(routed(&t).expect("every progressing tick routes"));
+        notes.extend(events(&t).into_iter().map(str::to_owned));
+        if t.state.phase == Some(Phase::Promoting) {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [(0, Some(50)), (20, None), (40, None), (60, None), (60, None)]
+    );
+    assert_eq!(notes[1], "Start traffic mirroring podinfo.test");
+
+    // The mirrored interval is analysed: a failure there counts and keeps the mirror, no step.
+    let mut failing = Script {
+        analyses: VecDeque::from([Ok(Verdict::Fail)]),
+        ..Script::default()
+    };
+    let mut obs = observed("r2");
+    (obs.routed_canary_weight, obs.routed_mirror) = (Some(0), true);
+    let t = tick(&id(), &spec, &progressing_at(0, "r2"), &obs, &mut failing);
+    assert_eq!((t.state.failed_checks, routed(&t)), (1, Some((0, Some(50)))));
+}
+
+#[test]
+fn blue_green_with_mirroring_mirrors_every_iteration_and_promotion_drops_the_mirror() {
+    let spec = spec(serde_json::json!({"interval": "10s", "threshold": 2, "iterations": 2, "mirror": true}));
+    assert_eq!(spec.mirror, Some(100));
+    let mut judge = Iterations(2);
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(0, "r2"),
+        &observed("r2"),
+        &mut judge,
+    );
+    assert_eq!((routed(&t), t.state.iterations), (Some((0, Some(100))), 1));
+    assert!(events(&t).contains(&"Start traffic mirroring podinfo.test"));
+    let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
+    assert_eq!((routed(&t), t.state.iterations), (Some((0, Some(100))), 2));
+    assert!(!events(&t).contains(&"Start traffic mirroring podinfo.test"));
+    let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Promoting));
+    let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
+    assert_eq!(routed(&t), Some((0, None)), "promotion routes without the mirror");
 }

@@ -51,8 +51,13 @@ pub enum Action {
     PromotePrimary,
     /// Services `<svc>-primary`, `<svc>-canary`, and the apex `<svc>` selecting the primary's pods.
     EnsureServices,
-    /// DestinationRules and the VirtualService with these weights (summing to 100).
-    Route { primary: u32, canary: u32 },
+    /// DestinationRules and the VirtualService with these weights (summing to 100), mirroring this share
+    /// of requests to the canary when `mirror` is set.
+    Route {
+        primary: u32,
+        canary: u32,
+        mirror: Option<u32>,
+    },
     /// Set the target's replicas.
     ScaleTarget { replicas: i32 },
     /// Record a Kubernetes event on the Canary.
@@ -269,7 +274,7 @@ impl Ticker<'_> {
         if let StepDecision::Rollback { reason } = &step {
             return self.rollback(reason);
         }
-        if weight > 0 || self.out.state.iterations > 0 {
+        if weight > 0 || self.out.state.iterations > 0 || self.mirroring() {
             match self.judge.analyse(&rollout) {
                 Ok((Verdict::Pass, _)) => {}
                 Ok((Verdict::Fail, why)) => return self.failed_check(&why),
@@ -302,6 +307,11 @@ impl Ticker<'_> {
                 if next > weight && !self.gate_open(GateKind::ConfirmTrafficIncrease) {
                     return;
                 }
+                if weight == 0 && self.spec.mirror.is_some() && !self.mirroring() {
+                    // Flagger: one interval of mirrored requests before any user request reaches the canary.
+                    self.route_mirrored();
+                    return self.event(EventKind::Normal, format!("Start traffic mirroring {}", self.id));
+                }
                 self.route(next);
                 self.out.state.canary_weight = next;
                 self.event(
@@ -310,6 +320,11 @@ impl Ticker<'_> {
                 );
             }
             StepDecision::Iterate => {
+                if self.spec.mirror.is_some() && !self.mirroring() {
+                    // Blue/green with mirroring: the canary sees a copy of the traffic for every iteration.
+                    self.route_mirrored();
+                    self.event(EventKind::Normal, format!("Start traffic mirroring {}", self.id));
+                }
                 if self.spec.has_match && weight == 0 {
                     // A/B testing: requests matching `analysis.match` all go to the canary for the analysis.
                     self.route(100);
@@ -475,16 +490,40 @@ impl Ticker<'_> {
     fn ensure_routing(&mut self, weight: u32) {
         self.act(Action::EnsurePrimary);
         self.act(Action::EnsureServices);
-        self.route(weight);
+        // Re-asserting the route keeps a mirror that an analysis is using; any other move drops it.
+        let analysing = matches!(
+            self.out.state.phase,
+            Some(Phase::Progressing | Phase::WaitingPromotion)
+        );
+        if analysing && weight == 0 && self.mirroring() {
+            self.route_mirrored();
+        } else {
+            self.route(weight);
+        }
     }
 
     fn route(&mut self, canary: u32) {
+        self.route_with(canary, None);
+    }
+
+    /// All user traffic on the primary, a copy of `mirrorWeight` % of it to the canary.
+    fn route_mirrored(&mut self) {
+        self.route_with(0, self.spec.mirror);
+    }
+
+    fn route_with(&mut self, canary: u32, mirror: Option<u32>) {
         let canary = canary.min(100);
         self.out.actions.retain(|a| !matches!(a, Action::Route { .. }));
         self.act(Action::Route {
             primary: 100 - canary,
             canary,
+            mirror,
         });
+    }
+
+    /// The canary asks for mirroring and the VirtualService mirrors now.
+    fn mirroring(&self) -> bool {
+        self.spec.mirror.is_some() && self.obs.routed_mirror
     }
 
     fn current_weight(&self) -> u32 {

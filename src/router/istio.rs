@@ -19,13 +19,32 @@ fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, kind))
 }
 
-/// The VirtualService for the apex host with `primary`/`canary` weights; weights are always written.
+/// Where requests go: the weights (summing to 100) and the share copied to the canary, if mirroring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub primary: u32,
+    pub canary: u32,
+    pub mirror: Option<u32>,
+}
+
+impl Split {
+    pub fn weights(primary: u32, canary: u32) -> Self {
+        Self {
+            primary,
+            canary,
+            mirror: None,
+        }
+    }
+}
+
+/// The VirtualService for the apex host with `primary`/`canary` weights; weights are always written,
+/// and the mirror when the split has one.
 /// `existing` is the VirtualService as found, whose original spec is kept when fledge did not create it.
 pub fn virtual_service(
     spec: &ValidSpec,
     svc: &CanaryService,
     analysis_match: Option<&Vec<Value>>,
-    weights: (u32, u32),
+    split: Split,
     owner: &OwnerReference,
     existing: Option<&DynamicObject>,
 ) -> Value {
@@ -41,8 +60,8 @@ pub fn virtual_service(
     };
     let mut http = json!({
         "route": [
-            {"destination": {"host": format!("{apex}-primary")}, "weight": weights.0},
-            {"destination": {"host": format!("{apex}-canary")}, "weight": weights.1},
+            {"destination": {"host": format!("{apex}-primary")}, "weight": split.primary},
+            {"destination": {"host": format!("{apex}-canary")}, "weight": split.canary},
         ]
     });
     let passthrough = [
@@ -57,6 +76,10 @@ pub fn virtual_service(
         if let Some(v) = value {
             http[key] = v;
         }
+    }
+    if let Some(percent) = split.mirror {
+        http["mirror"] = json!({"host": format!("{apex}-canary")});
+        http["mirrorPercentage"] = json!({"value": percent});
     }
     let mut metadata = json!({"name": apex});
     match existing.filter(|vs| !owned_by(vs, owner)) {
@@ -141,6 +164,11 @@ pub fn canary_weight(vs: &DynamicObject, apex: &str) -> Option<u32> {
         })
 }
 
+/// Whether the VirtualService copies requests to the canary.
+pub fn mirrored(vs: &DynamicObject) -> bool {
+    vs.data["spec"]["http"][0]["mirror"].is_object()
+}
+
 /// Reads and writes Istio objects in one namespace.
 #[derive(Clone)]
 pub struct IstioRouter {
@@ -172,14 +200,14 @@ impl IstioRouter {
         Ok(self.virtual_services.get_opt(name).await?)
     }
 
-    /// Applies both DestinationRules and the VirtualService with `weights`; `existing` is the
+    /// Applies both DestinationRules and the VirtualService with `split`; `existing` is the
     /// VirtualService as observed this tick (a user's one is remembered, never owned).
     pub async fn route(
         &self,
         spec: &ValidSpec,
         svc: &CanaryService,
         analysis_match: Option<&Vec<Value>>,
-        weights: (u32, u32),
+        split: Split,
         owner: &OwnerReference,
         existing: Option<&DynamicObject>,
     ) -> Result<(), ClusterError> {
@@ -193,7 +221,7 @@ impl IstioRouter {
                 .patch(&host, &params, &Patch::Apply(&dr))
                 .await?;
         }
-        let vs = virtual_service(spec, svc, analysis_match, weights, owner, existing);
+        let vs = virtual_service(spec, svc, analysis_match, split, owner, existing);
         self.virtual_services
             .patch(&spec.service, &params, &Patch::Apply(&vs))
             .await?;
@@ -220,7 +248,7 @@ mod tests {
     #[test]
     fn defaults_to_the_mesh_gateway_and_the_apex_host_with_both_weights_written() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
-        let vs = virtual_service(&spec, &svc, None, (100, 0), &owner, None);
+        let vs = virtual_service(&spec, &svc, None, Split::weights(100, 0), &owner, None);
         assert_eq!(vs["spec"]["hosts"], json!(["podinfo"]));
         assert_eq!(vs["spec"]["gateways"], json!(["mesh"]));
         assert_eq!(
@@ -234,6 +262,22 @@ mod tests {
     }
 
     #[test]
+    fn a_mirrored_split_copies_its_share_of_requests_to_the_canary_service() {
+        let (spec, svc, owner) = fixtures(json!({"port": 9898}));
+        let split = Split {
+            mirror: Some(50),
+            ..Split::weights(100, 0)
+        };
+        let vs = virtual_service(&spec, &svc, None, split, &owner, None);
+        let http = &vs["spec"]["http"][0];
+        assert_eq!(http["mirror"], json!({"host": "podinfo-canary"}));
+        assert_eq!(http["mirrorPercentage"], json!({"value": 50}));
+        assert_eq!(http["route"][0]["weight"], 100);
+        let plain = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None);
+        assert!(plain["spec"]["http"][0].get("mirror").is_none());
+    }
+
+    #[test]
     fn passes_retries_timeout_match_headers_and_cors_through() {
         let (spec, svc, owner) = fixtures(json!({
             "port": 9898, "hosts": ["app.example.com"], "gateways": ["public-gateway.istio-system.svc.cluster.local"],
@@ -241,7 +285,7 @@ mod tests {
             "match": [{"uri": {"prefix": "/"}}], "headers": {"request": {"add": {"x-a": "b"}}},
             "corsPolicy": {"allowOrigins": [{"exact": "https://example.com"}]}
         }));
-        let vs = virtual_service(&spec, &svc, None, (80, 20), &owner, None);
+        let vs = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None);
         let http = &vs["spec"]["http"][0];
         assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
         assert_eq!(
@@ -267,7 +311,7 @@ mod tests {
             "spec": {"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]}
         }))
         .expect("vs");
-        let vs = virtual_service(&spec, &svc, None, (100, 0), &owner, Some(&user));
+        let vs = virtual_service(&spec, &svc, None, Split::weights(100, 0), &owner, Some(&user));
         assert!(vs["metadata"].get("ownerReferences").is_none());
         let original: Value = serde_json::from_str(
             vs["metadata"]["annotations"][ORIGINAL_CONFIGURATION]
@@ -282,7 +326,7 @@ mod tests {
     fn ab_testing_routes_matched_requests_by_weight_and_the_rest_to_the_primary() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
         let ab = vec![json!({"headers": {"x-canary": {"exact": "insider"}}})];
-        let vs = virtual_service(&spec, &svc, Some(&ab), (0, 100), &owner, None);
+        let vs = virtual_service(&spec, &svc, Some(&ab), Split::weights(0, 100), &owner, None);
         let http = vs["spec"]["http"].as_array().expect("routes");
         assert_eq!(http.len(), 2);
         assert_eq!(http[0]["match"][0]["headers"]["x-canary"]["exact"], "insider");
@@ -306,8 +350,15 @@ mod tests {
     #[test]
     fn reads_the_canary_weight_back() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
-        let vs: DynamicObject =
-            serde_json::from_value(virtual_service(&spec, &svc, None, (60, 40), &owner, None)).expect("vs");
+        let vs: DynamicObject = serde_json::from_value(virtual_service(
+            &spec,
+            &svc,
+            None,
+            Split::weights(60, 40),
+            &owner,
+            None,
+        ))
+        .expect("vs");
         assert_eq!(canary_weight(&vs, "podinfo"), Some(40));
     }
 }
