@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::TestNamespace;
 use support::fledge::*;
@@ -92,7 +92,7 @@ fn the_flagger_manifest_parses_and_validates_as_a_fledge_canary() {
     );
     assert_eq!(spec.metrics.len(), 2);
     assert_eq!(spec.webhooks.len(), 2);
-    assert_eq!(spec.ignored, vec!["analysis.alerts", "service.portDiscovery"]);
+    assert_eq!(spec.ignored, vec!["analysis.alerts"]);
 }
 
 #[tokio::test]
@@ -102,6 +102,14 @@ async fn a_flagger_canary_with_only_its_api_version_changed_is_initialised_with_
     install_crds(&ns.client).await;
     create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
     create_hpa(&ns).await;
+    // A metrics port besides the served one, for portDiscovery to find.
+    let ports = json!({"spec": {"template": {"spec": {"containers": [{"name": "podinfod", "ports": [
+        {"containerPort": 9898}, {"name": "http-metrics", "containerPort": 9797}
+    ]}]}}}});
+    ns.api::<Deployment>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Strategic(&ports))
+        .await
+        .expect("add a metrics port");
     let controller = start_controller(&ns.client, &ns.name);
     let applied = kubectl_apply(&ns.name, &flagger_canary_as_fledge());
     assert!(applied.is_ok(), "kubectl apply refused the Canary: {applied:?}");
@@ -187,17 +195,27 @@ async fn a_flagger_canary_with_only_its_api_version_changed_is_initialised_with_
             .is_some()
     );
 
+    // portDiscovery: every Service also exposes the target's other port.
+    for name in ["podinfo", "podinfo-primary", "podinfo-canary"] {
+        let svc = ns.api::<Service>().get(name).await.expect("service");
+        let ports: Vec<i32> = svc
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(ports, [9898, 9797], "{name}");
+    }
+
     // What fledge does not implement is said, not swallowed.
     let ready = canary
         .status
         .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
         .expect("Ready condition");
     assert_eq!(ready.status, "True");
-    assert_eq!(
-        ready.message,
-        "fledge ignores analysis.alerts, service.portDiscovery (not implemented)"
-    );
-    event_note(&ns, "fledge ignores analysis.alerts, service.portDiscovery").await;
+    assert_eq!(ready.message, "fledge ignores analysis.alerts (not implemented)");
+    event_note(&ns, "fledge ignores analysis.alerts (not implemented)").await;
     controller.abort();
 }
 

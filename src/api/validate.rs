@@ -322,7 +322,7 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
             .unwrap_or(100),
         canary_ready_percent: percent("analysis.canaryReadyThreshold", analysis.canary_ready_threshold)?
             .unwrap_or(100),
-        ignored: ignored(spec, analysis),
+        ignored: ignored(analysis),
     })
 }
 
@@ -331,13 +331,12 @@ fn has_match(analysis: &CanaryAnalysis) -> bool {
 }
 
 /// Flagger fields set in `spec` that fledge does not implement yet.
-fn ignored(spec: &CanarySpec, analysis: &CanaryAnalysis) -> Vec<&'static str> {
+fn ignored(analysis: &CanaryAnalysis) -> Vec<&'static str> {
     [
         // Istio cannot mirror an A/B test's matched route (nor does Flagger).
         ("analysis.mirror", analysis.mirror && has_match(analysis)),
         ("analysis.sessionAffinity", analysis.session_affinity.is_some()),
         ("analysis.alerts", !analysis.alerts.is_empty()),
-        ("service.portDiscovery", spec.service.port_discovery),
     ]
     .into_iter()
     .filter_map(|(field, set)| set.then_some(field))
@@ -409,7 +408,7 @@ mod tests {
         s.service.port_discovery = true;
         assert_eq!(
             validate(&s).expect("valid").ignored,
-            vec!["analysis.mirror", "analysis.alerts", "service.portDiscovery"]
+            vec!["analysis.mirror", "analysis.alerts"]
         );
     }
 

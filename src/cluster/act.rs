@@ -10,7 +10,7 @@ use kube::{Api, Client};
 
 use super::hpa::primary_hpa;
 use super::observe::Snapshot;
-use super::services::{Role, service};
+use super::services::{Role, discovered_ports, service};
 use super::workload::primary_deployment;
 use super::{ClusterError, FIELD_MANAGER, primary_name};
 use crate::api::{CanaryService, ValidSpec};
@@ -198,13 +198,19 @@ impl Actor<'_> {
             return Ok(());
         };
         let services: Api<Service> = Api::namespaced(self.client.clone(), self.namespace);
+        let extra = self
+            .snapshot
+            .target
+            .as_ref()
+            .map(|t| discovered_ports(t, self.spec, self.service))
+            .unwrap_or_default();
         for role in [Role::Primary, Role::Canary, Role::Apex] {
             let apex = if role == Role::Apex {
                 self.snapshot.apex.as_ref().filter(|s| !self.owns(s))
             } else {
                 None
             };
-            let svc = service(role, self.spec, self.service, label, &self.owner, apex);
+            let svc = service(role, self.spec, self.service, label, &self.owner, apex, &extra);
             let name = svc.metadata.name.clone().unwrap_or_default();
             services
                 .patch(&name, &Self::apply_params(), &Patch::Apply(&svc))

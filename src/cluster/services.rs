@@ -2,8 +2,9 @@
 //! `<svc>` pointed at the primary's pods. The apex keeps the user's original selector in an annotation the
 //! first time fledge changes it, so deletion can restore it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -21,7 +22,8 @@ pub enum Role {
     Canary,
 }
 
-/// Builds the Service for `role`. `existing_apex` is the apex as found (for keeping its original selector).
+/// Builds the Service for `role`. `existing_apex` is the apex as found (for keeping its original selector);
+/// `extra_ports` are appended after the canary's port (see [`discovered_ports`]).
 pub fn service(
     role: Role,
     spec: &ValidSpec,
@@ -29,6 +31,7 @@ pub fn service(
     label: &(String, String),
     owner: &OwnerReference,
     existing_apex: Option<&Service>,
+    extra_ports: &[ServicePort],
 ) -> Service {
     let (name, selected, meta) = match role {
         Role::Apex => (
@@ -85,18 +88,62 @@ pub fn service(
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(BTreeMap::from([(label.0.clone(), selected)])),
-            ports: Some(vec![ServicePort {
-                name: Some(spec.port_name.clone()),
-                port: spec.port,
-                protocol: Some("TCP".into()),
-                target_port: Some(svc.target_port.clone().unwrap_or(IntOrString::Int(spec.port))),
-                app_protocol: svc.app_protocol.clone(),
-                ..Default::default()
-            }]),
+            ports: Some(
+                std::iter::once(ServicePort {
+                    name: Some(spec.port_name.clone()),
+                    port: spec.port,
+                    protocol: Some("TCP".into()),
+                    target_port: Some(svc.target_port.clone().unwrap_or(IntOrString::Int(spec.port))),
+                    app_protocol: svc.app_protocol.clone(),
+                    ..Default::default()
+                })
+                .chain(extra_ports.iter().cloned())
+                .collect(),
+            ),
             ..Default::default()
         }),
         status: None,
     }
+}
+
+/// Flagger's `service.portDiscovery`: every other TCP container port of the target, named after the
+/// container port (or `tcp-<port>`), so the Services expose them too. Empty unless the Canary asks.
+pub fn discovered_ports(target: &Deployment, spec: &ValidSpec, svc: &CanaryService) -> Vec<ServicePort> {
+    if !svc.port_discovery {
+        return Vec::new();
+    }
+    let main_target = svc.target_port.clone().unwrap_or(IntOrString::Int(spec.port));
+    let containers = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers.as_slice())
+        .unwrap_or_default();
+    let mut seen = BTreeSet::from([spec.port]);
+    let mut names = BTreeSet::from([spec.port_name.clone()]);
+    let mut ports = Vec::new();
+    for p in containers.iter().flat_map(|c| c.ports.iter().flatten()) {
+        let tcp = p.protocol.as_deref().unwrap_or("TCP") == "TCP";
+        let is_main = match &main_target {
+            IntOrString::Int(n) => *n == p.container_port,
+            IntOrString::String(name) => p.name.as_ref() == Some(name),
+        };
+        let name = p
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("tcp-{}", p.container_port));
+        if !tcp || is_main || !seen.insert(p.container_port) || !names.insert(name.clone()) {
+            continue;
+        }
+        ports.push(ServicePort {
+            name: Some(name),
+            port: p.container_port,
+            protocol: Some("TCP".into()),
+            target_port: Some(IntOrString::Int(p.container_port)),
+            ..Default::default()
+        });
+    }
+    ports
 }
 
 fn owner_namespace(existing: Option<&Service>) -> Option<String> {
@@ -145,7 +192,7 @@ mod tests {
     #[test]
     fn primary_and_apex_select_primary_pods_canary_selects_the_target() {
         let (spec, svc, label, owner) = fixtures();
-        let sel = |role| selector(&service(role, &spec, &svc, &label, &owner, None));
+        let sel = |role| selector(&service(role, &spec, &svc, &label, &owner, None, &[]));
         assert_eq!(
             sel(Role::Apex),
             BTreeMap::from([("app".into(), "podinfo-primary".into())])
@@ -158,7 +205,7 @@ mod tests {
             sel(Role::Canary),
             BTreeMap::from([("app".into(), "podinfo".into())])
         );
-        let canary = service(Role::Canary, &spec, &svc, &label, &owner, None);
+        let canary = service(Role::Canary, &spec, &svc, &label, &owner, None, &[]);
         assert_eq!(canary.metadata.name.as_deref(), Some("podinfo-canary"));
         let port = &canary.spec.expect("spec").ports.expect("ports")[0];
         assert_eq!((port.name.as_deref(), port.port), (Some("http"), 9898));
@@ -172,17 +219,51 @@ mod tests {
             "spec": {"selector": {"app": "podinfo"}, "ports": [{"port": 9898}]}
         }))
         .expect("svc");
-        let apex = service(Role::Apex, &spec, &svc, &label, &owner, Some(&user));
+        let apex = service(Role::Apex, &spec, &svc, &label, &owner, Some(&user), &[]);
         assert_eq!(apex.metadata.owner_references, None);
         assert_eq!(
             original_selector(&apex, &label),
             BTreeMap::from([("app".into(), "podinfo".into())])
         );
         // Applied again over an apex that already points at the primary, the recorded original survives.
-        let again = service(Role::Apex, &spec, &svc, &label, &owner, Some(&apex));
+        let again = service(Role::Apex, &spec, &svc, &label, &owner, Some(&apex), &[]);
         assert_eq!(
             original_selector(&again, &label),
             BTreeMap::from([("app".into(), "podinfo".into())])
+        );
+    }
+
+    #[test]
+    fn port_discovery_adds_the_targets_other_tcp_ports_to_every_service() {
+        let (spec, mut svc, label, owner) = fixtures();
+        let target: Deployment = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {"spec": {"containers": [
+                    {"name": "podinfod", "ports": [
+                        {"name": "http", "containerPort": 9898},
+                        {"name": "http-metrics", "containerPort": 9797},
+                        {"containerPort": 9999},
+                        {"name": "statsd", "containerPort": 8125, "protocol": "UDP"}
+                    ]},
+                    {"name": "sidecar", "ports": [{"name": "admin", "containerPort": 9797}]}
+                ]}}
+            }
+        }))
+        .expect("target");
+        assert!(
+            discovered_ports(&target, &spec, &svc).is_empty(),
+            "off unless asked"
+        );
+        svc.port_discovery = true;
+        let extra = discovered_ports(&target, &spec, &svc);
+        let named: Vec<(Option<&str>, i32)> = extra.iter().map(|p| (p.name.as_deref(), p.port)).collect();
+        assert_eq!(named, [(Some("http-metrics"), 9797), (Some("tcp-9999"), 9999)]);
+        let canary = service(Role::Canary, &spec, &svc, &label, &owner, None, &extra);
+        let ports = canary.spec.and_then(|s| s.ports).unwrap_or_default();
+        assert_eq!(
+            ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+            [9898, 9797, 9999]
         );
     }
 }
