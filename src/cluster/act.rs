@@ -15,7 +15,7 @@ use super::workload::primary_deployment;
 use super::{ClusterError, FIELD_MANAGER, primary_name};
 use crate::api::{CanaryService, ValidSpec};
 use crate::lifecycle::Action;
-use crate::router::istio::{IstioRouter, Split};
+use crate::router::istio::IstioRouter;
 
 /// Everything needed to act for one canary in one tick.
 pub struct Actor<'a> {
@@ -62,21 +62,13 @@ impl Actor<'_> {
                 self.write_primary(replicas).await?;
             }
             Action::EnsureServices => self.write_services().await?,
-            Action::Route {
-                primary,
-                canary,
-                mirror,
-            } => {
+            Action::Route(split) => {
                 IstioRouter::new(self.client.clone(), self.namespace)
                     .route(
                         self.spec,
                         self.service,
                         self.analysis_match,
-                        Split {
-                            primary: *primary,
-                            canary: *canary,
-                            mirror: *mirror,
-                        },
+                        *split,
                         &self.owner,
                         self.snapshot.virtual_service.as_ref(),
                     )

@@ -7,7 +7,7 @@ mod facts;
 mod tick;
 
 pub use facts::{Observed, Workload};
-pub use tick::{Action, CanaryId, EventKind, Judge, State, Tick, tick};
+pub use tick::{Action, CanaryId, EventKind, Judge, Split, State, Tick, tick};
 
 #[cfg(test)]
 mod tests;

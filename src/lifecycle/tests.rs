@@ -132,7 +132,7 @@ fn events(t: &Tick) -> Vec<&str> {
 
 fn route(t: &Tick) -> Option<(u32, u32)> {
     t.actions.iter().find_map(|a| match a {
-        Action::Route { primary, canary, .. } => Some((*primary, *canary)),
+        Action::Route(s) => Some((s.primary, s.canary)),
         _ => None,
     })
 }
@@ -161,7 +161,7 @@ impl Judge for Iterations {
 /// The route a tick wrote, as (canary weight, mirror share).
 fn routed(t: &Tick) -> Option<(u32, Option<u32>)> {
     t.actions.iter().find_map(|a| match a {
-        Action::Route { canary, mirror, .. } => Some((*canary, *mirror)),
+        Action::Route(s) => Some((s.canary, s.mirror)),
         _ => None,
     })
 }

@@ -41,6 +41,24 @@ pub enum EventKind {
     Warning,
 }
 
+/// Where requests go: the weights (summing to 100) and the share copied to the canary, if mirroring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub primary: u32,
+    pub canary: u32,
+    pub mirror: Option<u32>,
+}
+
+impl Split {
+    pub fn weights(primary: u32, canary: u32) -> Self {
+        Self {
+            primary,
+            canary,
+            mirror: None,
+        }
+    }
+}
+
 /// A cluster change for `cluster`/`router` to apply, idempotently.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -51,13 +69,8 @@ pub enum Action {
     PromotePrimary,
     /// Services `<svc>-primary`, `<svc>-canary`, and the apex `<svc>` selecting the primary's pods.
     EnsureServices,
-    /// DestinationRules and the VirtualService with these weights (summing to 100), mirroring this share
-    /// of requests to the canary when `mirror` is set.
-    Route {
-        primary: u32,
-        canary: u32,
-        mirror: Option<u32>,
-    },
+    /// DestinationRules and the VirtualService with this split.
+    Route(Split),
     /// Set the target's replicas.
     ScaleTarget { replicas: i32 },
     /// Record a Kubernetes event on the Canary.
@@ -309,8 +322,7 @@ impl Ticker<'_> {
                 }
                 if weight == 0 && self.spec.mirror.is_some() && !self.mirroring() {
                     // Flagger: one interval of mirrored requests before any user request reaches the canary.
-                    self.route_mirrored();
-                    return self.event(EventKind::Normal, format!("Start traffic mirroring {}", self.id));
+                    return self.start_mirroring();
                 }
                 self.route(next);
                 self.out.state.canary_weight = next;
@@ -322,8 +334,7 @@ impl Ticker<'_> {
             StepDecision::Iterate => {
                 if self.spec.mirror.is_some() && !self.mirroring() {
                     // Blue/green with mirroring: the canary sees a copy of the traffic for every iteration.
-                    self.route_mirrored();
-                    self.event(EventKind::Normal, format!("Start traffic mirroring {}", self.id));
+                    self.start_mirroring();
                 }
                 if self.spec.has_match && weight == 0 {
                     // A/B testing: requests matching `analysis.match` all go to the canary for the analysis.
@@ -513,12 +524,17 @@ impl Ticker<'_> {
 
     fn route_with(&mut self, canary: u32, mirror: Option<u32>) {
         let canary = canary.min(100);
-        self.out.actions.retain(|a| !matches!(a, Action::Route { .. }));
-        self.act(Action::Route {
+        self.out.actions.retain(|a| !matches!(a, Action::Route(_)));
+        self.act(Action::Route(Split {
             primary: 100 - canary,
             canary,
             mirror,
-        });
+        }));
+    }
+
+    fn start_mirroring(&mut self) {
+        self.route_mirrored();
+        self.event(EventKind::Normal, format!("Start traffic mirroring {}", self.id));
     }
 
     /// The canary asks for mirroring and the VirtualService mirrors now.

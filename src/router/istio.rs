@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::api::{CanaryService, ValidSpec};
 use crate::cluster::{ClusterError, FIELD_MANAGER};
+use crate::lifecycle::Split;
 
 /// Annotation keeping the spec a VirtualService had before fledge took it over (JSON).
 pub const ORIGINAL_CONFIGURATION: &str = "fledge.dev/original-configuration";
@@ -17,24 +18,6 @@ const VERSION: &str = "v1";
 
 fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, kind))
-}
-
-/// Where requests go: the weights (summing to 100) and the share copied to the canary, if mirroring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Split {
-    pub primary: u32,
-    pub canary: u32,
-    pub mirror: Option<u32>,
-}
-
-impl Split {
-    pub fn weights(primary: u32, canary: u32) -> Self {
-        Self {
-            primary,
-            canary,
-            mirror: None,
-        }
-    }
 }
 
 /// The VirtualService for the apex host with `primary`/`canary` weights; weights are always written,
