@@ -84,21 +84,21 @@ async fn main() {
 async fn set_image_to_scale_up(ns: &TestNamespace, n: usize) -> Vec<Duration> {
     let mut took = Vec::new();
     for i in 1..=n {
-        let image = format!("stefanprodan/podinfo:3.1.{i}");
+        let shipped = format!("stefanprodan/podinfo:3.1.{i}");
         let start = Instant::now();
-        set_image(ns, &image).await;
+        set_image(ns, &shipped).await;
         loop {
             if replicas(ns, "podinfo").await.is_some_and(|(spec, _)| spec > 0) {
                 break;
             }
-            assert!(start.elapsed() < LIMIT, "podinfo never scaled up for {image}");
+            assert!(start.elapsed() < LIMIT, "podinfo never scaled up for {shipped}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         took.push(start.elapsed());
         support::eventually("the rollout to end", LIMIT, || async {
-            let primary = image_of_primary(ns).await;
+            let primary = image(ns, "podinfo-primary").await;
             let phase = phase(ns).await;
-            if primary.as_deref() == Some(image.as_str()) && phase == Some(Phase::Succeeded) {
+            if primary.as_deref() == Some(shipped.as_str()) && phase == Some(Phase::Succeeded) {
                 Ok(())
             } else {
                 Err(format!("primary {primary:?}, phase {phase:?}"))
@@ -168,14 +168,6 @@ async fn delete_and_restore(ns: &TestNamespace) -> Duration {
         "podinfo restored"
     );
     took
-}
-
-async fn phase(ns: &TestNamespace) -> Option<Phase> {
-    ns.api::<Canary>().get_opt("podinfo").await.ok()??.status?.phase
-}
-
-async fn image_of_primary(ns: &TestNamespace) -> Option<String> {
-    image(ns, "podinfo-primary").await
 }
 
 /// A `/proc/<pid>/status` field in KiB.

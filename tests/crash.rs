@@ -6,24 +6,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fledge::api::{Canary, Phase};
+use fledge::api::Phase;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::ListParams;
 use serde_json::json;
 use support::TestNamespace;
 use support::fledge::*;
-
-async fn phase(ns: &TestNamespace) -> Option<Phase> {
-    ns.api::<Canary>()
-        .get_opt("podinfo")
-        .await
-        .ok()
-        .flatten()?
-        .status?
-        .phase
-}
 
 async fn count<K>(api: Api<K>) -> usize
 where
@@ -111,9 +101,7 @@ async fn a_controller_killed_at_every_stage_resumes_without_regressing_or_duplic
     );
     assert_eq!(count(ns.api::<Service>()).await, 3, "apex, -primary, -canary");
     for kind in ["VirtualService", "DestinationRule"] {
-        let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", kind);
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk));
+        let api = istio_api(&ns.client, &ns.name, kind);
         let expected = if kind == "VirtualService" { 1 } else { 2 };
         assert_eq!(count(api).await, expected, "{kind}s");
     }

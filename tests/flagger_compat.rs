@@ -12,8 +12,7 @@ use fledge::api::{Canary, Phase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
-use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::TestNamespace;
 use support::fledge::*;
@@ -57,11 +56,6 @@ fn kubectl_apply(ns: &str, manifest: &str) -> Result<String, String> {
         String::from_utf8_lossy(&out.stderr)
     );
     if out.status.success() { Ok(text) } else { Err(text) }
-}
-
-fn istio(ns: &TestNamespace, kind: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", kind);
-    Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk))
 }
 
 async fn create_hpa(ns: &TestNamespace) {
@@ -124,7 +118,7 @@ async fn a_flagger_canary_with_only_its_api_version_changed_is_initialised_with_
     assert_eq!(stored["analysis"]["alerts"][0]["providerRef"]["name"], "on-call");
 
     // The VirtualService carries the user's gateways, hosts and HTTP options, all traffic on the primary.
-    let vs = istio(&ns, "VirtualService")
+    let vs = istio_api(&ns.client, &ns.name, "VirtualService")
         .get("podinfo")
         .await
         .expect("VirtualService");
@@ -152,7 +146,7 @@ async fn a_flagger_canary_with_only_its_api_version_changed_is_initialised_with_
     );
     assert_eq!(weights(&ns).await, Some((100, 0)));
     for host in ["podinfo-primary", "podinfo-canary"] {
-        let dr = istio(&ns, "DestinationRule")
+        let dr = istio_api(&ns.client, &ns.name, "DestinationRule")
             .get(host)
             .await
             .expect("DestinationRule");
@@ -252,7 +246,7 @@ async fn a_canary_for_another_provider_is_refused_and_fledge_creates_nothing() {
         "a primary was created for a refused canary"
     );
     assert!(
-        istio(&ns, "VirtualService")
+        istio_api(&ns.client, &ns.name, "VirtualService")
             .get_opt("podinfo")
             .await
             .expect("get")

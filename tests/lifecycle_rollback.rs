@@ -301,17 +301,11 @@ async fn a_trapping_policy_fails_checks_for_its_canary_only() {
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn a_canary_whose_pods_never_become_available_is_rolled_back_at_its_progress_deadline() {
-    let ns = TestNamespace::create("deadline").await;
-    install_crds(&ns.client).await;
-    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
-    let controller = start_controller(&ns.client, &ns.name);
-    create_canary(
-        &ns,
+    let (ns, controller) = initialized_podinfo(
+        "deadline",
         json!({"interval": "1s", "threshold": 5, "stepWeight": 20, "maxWeight": 60}),
     )
-    .await
-    .expect("create canary");
-    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    .await;
     let patch = json!({"spec": {"progressDeadlineSeconds": 8}});
     ns.api::<Canary>()
         .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))

@@ -170,32 +170,23 @@ async fn the_targets_autoscaler_is_copied_for_the_primary() {
 
 /// (primary, canary, mirrored) of the VirtualService `podinfo`.
 async fn split(ns: &TestNamespace) -> Option<(i64, i64, bool)> {
-    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
-    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
-        ns.client.clone(),
-        &ns.name,
-        &kube::api::ApiResource::from_gvk(&gvk),
-    );
-    let vs = api.get_opt("podinfo").await.ok()??;
-    let (primary, canary) = weights(ns).await?;
+    let vs = istio_api(&ns.client, &ns.name, "VirtualService")
+        .get_opt("podinfo")
+        .await
+        .ok()??;
+    let (primary, canary) = podinfo_weights(&vs)?;
     Some((primary, canary, vs.data["spec"]["http"][0]["mirror"].is_object()))
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn with_mirroring_one_interval_copies_traffic_to_the_canary_before_the_first_step() {
-    let ns = TestNamespace::create("mirror").await;
-    install_crds(&ns.client).await;
-    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
-    let controller = start_controller(&ns.client, &ns.name);
-    create_canary(
-        &ns,
+    let (ns, controller) = initialized_podinfo(
+        "mirror",
         json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
                "mirror": true, "mirrorWeight": 50}),
     )
-    .await
-    .expect("create canary");
-    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    .await;
     set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
     let mut seen: Vec<(i64, i64, bool)> = Vec::new();
     let deadline = Instant::now() + LIMIT;
@@ -205,14 +196,7 @@ async fn with_mirroring_one_interval_copies_traffic_to_the_canary_before_the_fir
         {
             seen.push(s);
         }
-        let phase = ns
-            .api::<fledge::api::Canary>()
-            .get("podinfo")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.phase);
-        if phase == Some(Phase::Succeeded) {
+        if phase(&ns).await == Some(Phase::Succeeded) {
             break;
         }
         assert!(Instant::now() < deadline, "no promotion; seen {seen:?}");

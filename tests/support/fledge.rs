@@ -234,6 +234,11 @@ pub async fn create_canary_for(
     ns.api::<Canary>().create(&PostParams::default(), &canary).await
 }
 
+/// The Canary podinfo's phase now (`None` when it or its status is missing).
+pub async fn phase(ns: &TestNamespace) -> Option<Phase> {
+    ns.api::<Canary>().get_opt("podinfo").await.ok()??.status?.phase
+}
+
 /// Waits until the Canary podinfo reaches `phase`.
 pub async fn wait_phase(ns: &TestNamespace, phase: Phase, limit: Duration) -> Canary {
     wait_phase_of(ns, "podinfo", phase, limit).await
@@ -259,9 +264,21 @@ pub async fn weights(ns: &TestNamespace) -> Option<(i64, i64)> {
 
 /// The VirtualService `podinfo`'s (primary, canary) weights in namespace `ns`.
 pub async fn weights_in(client: &Client, ns: &str) -> Option<(i64, i64)> {
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
-    let vs = api.get_opt("podinfo").await.ok()??;
+    let vs = istio_api(client, ns, "VirtualService")
+        .get_opt("podinfo")
+        .await
+        .ok()??;
+    podinfo_weights(&vs)
+}
+
+/// The Istio `kind` API (networking.istio.io/v1) in namespace `ns`.
+pub fn istio_api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", kind);
+    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
+}
+
+/// A podinfo VirtualService's (primary, canary) weights.
+pub fn podinfo_weights(vs: &DynamicObject) -> Option<(i64, i64)> {
     let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
     let weight = |host: &str| {
         route
