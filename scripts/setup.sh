@@ -39,3 +39,17 @@ if [ ! -x "$venv/bin/componentize-py" ]; then
   fi
   "$venv/bin/pip" install -q componentize-py==0.25.1 >&2
 fi
+
+# A real OCI registry for the policy tests: Debian's docker-registry (CNCF distribution), unpacked into the
+# cache, never installed (its package would start a service on :5000 on all interfaces).
+registry_dir=$cache/docker-registry-2.8.2
+if [ ! -x "$registry_dir/usr/bin/docker-registry" ]; then
+  echo "[setup] fetching Debian's docker-registry into $registry_dir" >&2
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download docker-registry >/dev/null 2>&1) || {
+    apt-get update -qq && (cd "$tmp" && apt-get download docker-registry >/dev/null 2>&1)
+  }
+  rm -rf "$registry_dir" && mkdir -p "$registry_dir"
+  dpkg-deb -x "$tmp"/docker-registry_*.deb "$registry_dir"
+  rm -rf "$tmp"
+fi

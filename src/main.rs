@@ -81,13 +81,46 @@ struct ControllerArgs {
     /// Canaries reconciled at once.
     #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
+    /// A directory of components Canaries may name as `file:<name>` (air-gapped installs, tests).
+    #[arg(long, env = "FLEDGE_POLICY_DIR")]
+    policy_dir: Option<PathBuf>,
+    /// Largest policy component fetched or read, in MiB.
+    #[arg(long, env = "FLEDGE_POLICY_MAX_MIB", default_value_t = 32)]
+    policy_max_mib: u64,
+    /// Time limit of fetching one policy component from a registry.
+    #[arg(long, env = "FLEDGE_POLICY_FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    policy_fetch_timeout: std::time::Duration,
+}
+
+/// How the CLI reaches a registry.
+#[derive(Debug, clap::Args)]
+struct RegistryArgs {
+    /// Plain HTTP (a registry without TLS).
+    #[arg(long)]
+    insecure: bool,
+    /// Basic-auth user; the password comes from FLEDGE_REGISTRY_PASSWORD.
+    #[arg(long, env = "FLEDGE_REGISTRY_USERNAME")]
+    username: Option<String>,
+}
+
+impl RegistryArgs {
+    fn auth(&self) -> anyhow::Result<fledge::registry::Auth> {
+        Ok(match &self.username {
+            None => fledge::registry::Auth::Anonymous,
+            Some(username) => fledge::registry::Auth::Basic {
+                username: username.clone(),
+                password: std::env::var("FLEDGE_REGISTRY_PASSWORD")
+                    .map_err(|_| anyhow::anyhow!("--username needs FLEDGE_REGISTRY_PASSWORD"))?,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
     /// Ask a policy for one decision and print it as JSON.
     Eval {
-        /// `builtin:default` or a path to a .wasm component.
+        /// `builtin:default`, a path to a .wasm component, or `oci://registry/repo[:tag]@sha256:<digest>`.
         source: String,
         /// Which judgement to ask for.
         #[arg(long, value_enum)]
@@ -95,11 +128,36 @@ enum PolicyCommand {
         /// JSON file with {"rollout": {...}, "gate": ..., "hooks": [...], "checks": [...]}; `-` for stdin.
         #[arg(long)]
         input: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Print a component's digest, contract version, exports and imports.
     Inspect {
-        /// `builtin:default` or a path to a .wasm component.
+        /// `builtin:default`, a path to a .wasm component, or `oci://registry/repo[:tag]@sha256:<digest>`.
         source: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Push a component to an OCI registry as a Wasm artifact; prints its digest and a Policy for it.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// `registry/repository:tag`, e.g. `127.0.0.1:5000/policies/errors:v1`.
+        reference: String,
+        /// The Policy's name in the printed manifest (default: the repository's last element).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull a component by its digest: `registry/repo[:tag]@sha256:<digest>`.
+    Pull {
+        reference: String,
+        /// Where to write it.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
 }
 
@@ -126,7 +184,8 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             memory_bytes: args.policy_memory_mib << 20,
             ..Default::default()
         };
-        let engine = fledge::policy::PolicyEngine::new(limits, policy::default_cache_dir())?;
+        let cache = policy::default_cache_dir();
+        let engine = fledge::policy::PolicyEngine::new(limits, cache.clone())?;
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("fledge-{}", std::process::id()));
@@ -152,6 +211,12 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                     identity: format!("{identity}_{}", std::process::id()),
                     duration: args.lease_duration,
                 }),
+            policy_dir: args.policy_dir.clone(),
+            policy_blob_dir: cache.map(|c| c.with_file_name("policy-blobs")),
+            policy_fetch: fledge::registry::PullLimits {
+                max_bytes: args.policy_max_mib << 20,
+                timeout: args.policy_fetch_timeout,
+            },
             ..Default::default()
         };
         let client =
@@ -186,7 +251,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return controller(*args);
         }
         Command::Crds => print!("{}", fledge::api::crds_yaml()?),
-        Command::Policy(PolicyCommand::Eval { source, world, input }) => {
+        Command::Policy(PolicyCommand::Eval {
+            source,
+            world,
+            input,
+            registry,
+        }) => {
             let text = if input.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
@@ -196,11 +266,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("invalid --input: {e}"))?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&policy::eval(&source, world, &input)?)?
+                serde_json::to_string_pretty(&policy::eval(
+                    &source,
+                    &registry.auth()?,
+                    registry.insecure,
+                    world,
+                    &input
+                )?)?
             );
         }
-        Command::Policy(PolicyCommand::Inspect { source }) => {
-            println!("{}", serde_json::to_string_pretty(&policy::inspect(&source)?)?);
+        Command::Policy(PolicyCommand::Inspect { source, registry }) => {
+            let inspection = policy::inspect(&source, &registry.auth()?, registry.insecure)?;
+            println!("{}", serde_json::to_string_pretty(&inspection)?);
+        }
+        Command::Policy(PolicyCommand::Push {
+            file,
+            reference,
+            name,
+            registry,
+        }) => {
+            let pushed = policy::push(&file, &reference, &registry.auth()?, registry.insecure)?;
+            eprintln!("pushed {reference} {}", pushed.digest);
+            print!(
+                "{}",
+                policy::policy_manifest(&reference, &pushed.digest, name.as_deref(), registry.insecure)
+            );
+        }
+        Command::Policy(PolicyCommand::Pull {
+            reference,
+            output,
+            registry,
+        }) => {
+            let bytes = policy::pull(&reference, &registry.auth()?, registry.insecure)?;
+            std::fs::write(&output, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", output.display()))?;
+            eprintln!("wrote {} ({} bytes)", output.display(), bytes.len());
         }
     }
     Ok(ExitCode::SUCCESS)

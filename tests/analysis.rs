@@ -310,10 +310,7 @@ async fn a_policy_comparing_canary_and_primary_error_rates_fails_where_the_absol
         ..Knobs::default()
     };
     let rig = Rig::start("an-relative", knobs).await;
-    let component = format!(
-        "{}/fledge_policy_relative_errors.wasm",
-        env!("FLEDGE_POLICY_OUT_DIR")
-    );
+    let component = "file:fledge_policy_relative_errors.wasm";
     rig.ship(
         json!({"interval": "3s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
         "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 95}}],

@@ -15,8 +15,7 @@ use support::fledge::*;
 const LIMIT: Duration = Duration::from_secs(90);
 
 fn scripted(verdict: &str) -> serde_json::Value {
-    let path = format!("{}/fledge_policy_scripted.wasm", env!("FLEDGE_POLICY_OUT_DIR"));
-    json!({"component": path, "config": verdict})
+    json!({"component": "file:fledge_policy_scripted.wasm", "config": verdict})
 }
 
 async fn status(ns: &TestNamespace) -> fledge::api::CanaryStatus {

@@ -119,8 +119,8 @@ fn a_component_exporting_no_policy_interface_fails_to_load() {
     let err = engine
         .load("empty", b"(component)", Grants::ALL)
         .expect_err("nothing exported");
-    assert_eq!(err.category(), "load");
-    assert!(err.to_string().contains("exports none"), "{err}");
+    assert_eq!(err.category(), "missing_export");
+    assert!(err.to_string().contains("any of fledge:policy/step"), "{err}");
 }
 
 #[test]

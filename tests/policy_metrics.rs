@@ -9,6 +9,7 @@ use std::time::Duration;
 use fledge::cli::policy::{EvalInput, World, eval};
 use fledge::policy::types::*;
 use fledge::policy::{Grants, Policy};
+use fledge::registry::Auth;
 use serde_json::json;
 use support::policy::{built_component, engine, rollout};
 
@@ -40,7 +41,14 @@ fn replay(canary: f64, primary: f64) -> serde_json::Value {
         "queries": [recorded(error_rate("podinfo"), canary), recorded(error_rate("podinfo-primary"), primary)],
     }))
     .expect("input");
-    eval(&component_path(), World::Analysis, &input).expect("eval")
+    eval(
+        &component_path(),
+        &Auth::Anonymous,
+        false,
+        World::Analysis,
+        &input,
+    )
+    .expect("eval")
 }
 
 #[test]
@@ -55,7 +63,14 @@ fn a_query_missing_from_the_recording_fails_rather_than_asking_prometheus() {
         "rollout": {"name": "podinfo", "namespace": "test", "phase": "Progressing", "canaryWeight": 20}
     }))
     .expect("input");
-    let out = eval(&component_path(), World::Analysis, &input).expect("eval");
+    let out = eval(
+        &component_path(),
+        &Auth::Anonymous,
+        false,
+        World::Analysis,
+        &input,
+    )
+    .expect("eval");
     assert_eq!(out["verdict"], "fail");
     assert!(
         out["metrics"][0]["message"]

@@ -243,7 +243,7 @@ async fn deleting_a_canary_while_promoting_restores_the_app_without_losing_endpo
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn deleting_a_failed_canary_restores_the_app_without_losing_endpoints() {
-    let failing = format!("{}/fledge_policy_scripted.wasm", env!("FLEDGE_POLICY_OUT_DIR"));
+    let failing = "file:fledge_policy_scripted.wasm";
     let analysis = json!({"interval": "1s", "threshold": 2, "stepWeight": 20,
         "policy": {"component": failing, "config": "fail"}});
     let (ns, controller) = initialized_podinfo("del-failed", analysis).await;

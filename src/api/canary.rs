@@ -295,7 +295,11 @@ pub enum WebhookType {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRef {
-    /// `builtin:default` or a component path the controller can read; default `builtin:default`.
+    /// A `Policy` (this namespace) or `ClusterPolicy` holding the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_ref: Option<super::PolicyResourceRef>,
+    /// Instead of `policyRef`: `builtin:default` (the default), or `file:<name>` from the controller's
+    /// `--policy-dir`. Paths are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
     /// The policy's own configuration, passed to it as JSON text.

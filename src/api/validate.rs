@@ -8,6 +8,7 @@ use thiserror::Error;
 use std::collections::BTreeMap;
 
 use super::canary::{CanaryAnalysis, CanaryMetric, CanarySpec, CanaryWebhook, WebhookType};
+use crate::api::PolicyKind;
 use crate::policy::BUILTIN_DEFAULT;
 use crate::policy::types::ThresholdRange;
 
@@ -37,6 +38,8 @@ pub enum SpecError {
     BadMetric { name: String, why: String },
     #[error("webhook {name}: {why}")]
     BadWebhook { name: String, why: String },
+    #[error("analysis.policy: {0}")]
+    BadPolicy(String),
 }
 
 impl SpecError {
@@ -52,6 +55,7 @@ impl SpecError {
             Self::Negative { .. } => "negative_value",
             Self::BadMetric { .. } => "bad_metric",
             Self::BadWebhook { .. } => "bad_webhook",
+            Self::BadPolicy(_) => "bad_policy",
         }
     }
 }
@@ -78,8 +82,9 @@ pub struct ValidSpec {
     pub suspend: bool,
     /// fledge reverts by default (Flagger does not).
     pub revert_on_deletion: bool,
-    pub policy_source: String,
-    /// The policy's config as JSON text ("{}" when unset).
+    /// Which component judges the canary.
+    pub policy: PolicySelector,
+    /// The Canary's own policy config as JSON text ("{}" when unset); a Policy's config lies beneath it.
     pub policy_config: String,
     /// Prometheus for this canary (`spec.metricsServer`); the controller's default when `None`.
     pub metrics_server: Option<String>,
@@ -308,7 +313,7 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         skip_analysis: spec.skip_analysis || spec.analysis.is_none(),
         suspend: spec.suspend,
         revert_on_deletion: spec.revert_on_deletion.unwrap_or(true),
-        policy_source: policy.component.unwrap_or_else(|| BUILTIN_DEFAULT.to_owned()),
+        policy: policy_selector(&policy)?,
         policy_config: policy.config.map_or_else(|| "{}".to_owned(), |c| c.to_string()),
         metrics_server: spec.metrics_server.clone().filter(|s| !s.is_empty()),
         metrics: analysis.metrics.iter().map(metric).collect::<Result<_, _>>()?,
@@ -324,6 +329,74 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
             .unwrap_or(100),
         ignored: ignored(analysis),
     })
+}
+
+/// Where a canary's policy comes from, validated: never a path the controller would read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PolicySelector {
+    /// `builtin:<name>`, compiled into the controller.
+    Builtin(String),
+    /// `file:<name>` inside the controller's `--policy-dir`.
+    File(String),
+    /// A `Policy` in the Canary's namespace or a `ClusterPolicy`.
+    Resource { kind: PolicyKind, name: String },
+}
+
+impl std::fmt::Display for PolicySelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Builtin(name) => write!(f, "builtin:{name}"),
+            Self::File(name) => write!(f, "file:{name}"),
+            Self::Resource { kind, name } => write!(f, "{kind:?}/{name}"),
+        }
+    }
+}
+
+/// The longest `file:` name: a file name, not a path.
+const MAX_FILE_NAME: usize = 253;
+
+fn policy_selector(policy: &crate::api::PolicyRef) -> Result<PolicySelector, SpecError> {
+    let bad = |why: String| SpecError::BadPolicy(why);
+    match (&policy.policy_ref, policy.component.as_deref()) {
+        (Some(_), Some(_)) => Err(bad("set policyRef or component, not both".into())),
+        (Some(r), None) if r.name.is_empty() => Err(bad("policyRef.name is empty".into())),
+        (Some(r), None) => Ok(PolicySelector::Resource {
+            kind: r.kind,
+            name: r.name.clone(),
+        }),
+        (None, None) => Ok(PolicySelector::Builtin(builtin_name(BUILTIN_DEFAULT).to_owned())),
+        (None, Some(c)) => {
+            if let Some(name) = c.strip_prefix("builtin:") {
+                if crate::policy::builtin(c).is_none() {
+                    return Err(bad(format!(
+                        "{c:?} is not a built-in policy (known: {BUILTIN_DEFAULT})"
+                    )));
+                }
+                return Ok(PolicySelector::Builtin(name.to_owned()));
+            }
+            if let Some(name) = c.strip_prefix("file:") {
+                let plain = !name.is_empty()
+                    && name.len() <= MAX_FILE_NAME
+                    && name != "."
+                    && name != ".."
+                    && !name.contains(['/', '\\', '\0']);
+                if !plain {
+                    return Err(bad(format!(
+                        "{c:?}: file: names one file in the controller's --policy-dir, without / or .."
+                    )));
+                }
+                return Ok(PolicySelector::File(name.to_owned()));
+            }
+            Err(bad(format!(
+                "component {c:?} is refused: a Canary cannot name a path on the controller; \
+                 use policyRef to a Policy or ClusterPolicy (or builtin:default)"
+            )))
+        }
+    }
+}
+
+fn builtin_name(reference: &str) -> &str {
+    reference.strip_prefix("builtin:").unwrap_or(reference)
 }
 
 fn has_match(analysis: &CanaryAnalysis) -> bool {
@@ -379,6 +452,56 @@ mod tests {
     }
 
     #[test]
+    fn a_canary_cannot_name_a_path_on_the_controller() {
+        for path in [
+            "/dev/zero",
+            "/etc/passwd",
+            "../../etc/passwd",
+            "policy.wasm",
+            "file:../x",
+            "file:a/b",
+            "file:",
+        ] {
+            let s = spec(serde_json::json!({"policy": {"component": path}}));
+            let err = validate(&s).expect_err(path);
+            assert_eq!(err.category(), "bad_policy", "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn policy_is_a_builtin_a_policy_dir_file_or_a_policy_resource() {
+        let pick = |policy: serde_json::Value| {
+            validate(&spec(serde_json::json!({"policy": policy}))).map(|v| v.policy)
+        };
+        assert_eq!(
+            pick(serde_json::json!({})),
+            Ok(PolicySelector::Builtin("default".into()))
+        );
+        assert_eq!(
+            pick(serde_json::json!({"component": "file:errors.wasm"})),
+            Ok(PolicySelector::File("errors.wasm".into()))
+        );
+        assert_eq!(
+            pick(serde_json::json!({"policyRef": {"name": "errors"}})),
+            Ok(PolicySelector::Resource {
+                kind: PolicyKind::Policy,
+                name: "errors".into()
+            })
+        );
+        assert_eq!(
+            pick(serde_json::json!({"policyRef": {"name": "errors", "kind": "ClusterPolicy"}})),
+            Ok(PolicySelector::Resource {
+                kind: PolicyKind::ClusterPolicy,
+                name: "errors".into()
+            })
+        );
+        assert!(
+            pick(serde_json::json!({"policyRef": {"name": "x"}, "component": "builtin:default"})).is_err()
+        );
+        assert!(pick(serde_json::json!({"component": "builtin:nope"})).is_err());
+    }
+
+    #[test]
     fn only_the_istio_provider_is_accepted() {
         let mut s = spec(serde_json::json!({}));
         for ok in [None, Some("istio"), Some("Istio")] {
@@ -424,7 +547,7 @@ mod tests {
             v.revert_on_deletion,
             "fledge reverts on deletion unless told not to"
         );
-        assert_eq!(v.policy_source, "builtin:default");
+        assert_eq!(v.policy, PolicySelector::Builtin("default".into()));
         assert_eq!(v.policy_config, "{}");
         assert!(!v.skip_analysis);
     }

@@ -1,6 +1,7 @@
-//! `fledge policy eval` and `fledge policy inspect`: run or describe a policy component from the shell.
+//! `fledge policy eval`, `inspect`, `push` and `pull`: run, describe and ship a policy component from the
+//! shell.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +9,7 @@ use crate::analysis::Replay;
 use crate::api::QueryRecord;
 use crate::policy::types::{GateKind, MetricCheck, MetricsSource, Rollout, WebhookOutcome};
 use crate::policy::{Grants, Limits, Policy, PolicyComponent, PolicyEngine, PolicyError, read_source};
+use crate::registry::{self, Auth, PullLimits};
 
 /// Which judgement to ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,15 +50,76 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("fledge").join("policy-cache"))
 }
 
-fn load(source: &str) -> anyhow::Result<std::sync::Arc<PolicyComponent>> {
+/// The bytes of `builtin:<name>`, a local file, or `oci://…@sha256:<digest>` (pulled and verified).
+fn read_bytes(source: &str, auth: &Auth, insecure: bool) -> anyhow::Result<Vec<u8>> {
+    if source.starts_with("oci://") {
+        return pull(source, auth, insecure);
+    }
+    Ok(read_source(source)?.into_owned())
+}
+
+fn load(source: &str, auth: &Auth, insecure: bool) -> anyhow::Result<std::sync::Arc<PolicyComponent>> {
     let engine = PolicyEngine::new(Limits::default(), default_cache_dir())?;
-    let bytes = read_source(source)?;
+    let bytes = read_bytes(source, auth, insecure)?;
     Ok(engine.load(source, &bytes, Grants::ALL)?)
 }
 
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(future))
+}
+
+/// Pulls `registry/repo[:tag]@sha256:<component digest>` (an `oci://` prefix is allowed).
+pub fn pull(pinned: &str, auth: &Auth, insecure: bool) -> anyhow::Result<Vec<u8>> {
+    let (reference, digest) = registry::split_pinned(pinned)?;
+    let limits = PullLimits {
+        // The CLI is the author's own tool: generous, but still bounded.
+        max_bytes: 256 << 20,
+        ..PullLimits::default()
+    };
+    Ok(block_on(registry::pull(
+        &reference, &digest, auth, insecure, limits,
+    ))??)
+}
+
+/// Pushes a component (checked to load first: a broken one never reaches the registry).
+pub fn push(file: &Path, reference: &str, auth: &Auth, insecure: bool) -> anyhow::Result<registry::Pushed> {
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let engine = PolicyEngine::new(Limits::default(), default_cache_dir())?;
+    let component = engine.load(&file.display().to_string(), &bytes, Grants::ALL)?;
+    let summary = serde_json::json!({
+        "exports": component.exports(),
+        "imports": component.imports(),
+        "target": component.package_version().map(|v| format!("{}@{v}", crate::policy::PACKAGE)),
+    });
+    Ok(block_on(registry::push(
+        reference, bytes, &summary, auth, insecure,
+    ))??)
+}
+
+/// A ready `Policy` manifest for a pushed component.
+pub fn policy_manifest(reference: &str, digest: &str, name: Option<&str>, insecure: bool) -> String {
+    let repository = reference.rsplit('/').next().unwrap_or(reference);
+    let default_name = repository.split(':').next().unwrap_or(repository);
+    let name = name.unwrap_or(default_name);
+    let insecure = if insecure { "\n      insecure: true" } else { "" };
+    format!(
+        "apiVersion: fledge.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n  source:\n    oci:\n      \
+         ref: {reference}\n      digest: {digest}{insecure}\n"
+    )
+}
+
 /// Runs one judgement and returns the decision as JSON.
-pub fn eval(source: &str, world: World, input: &EvalInput) -> anyhow::Result<serde_json::Value> {
-    let policy = load(source)?;
+pub fn eval(
+    source: &str,
+    auth: &Auth,
+    insecure: bool,
+    world: World,
+    input: &EvalInput,
+) -> anyhow::Result<serde_json::Value> {
+    let policy = load(source, auth, insecure)?;
     let r = &input.rollout;
     let decision = match world {
         World::Step => serde_json::to_value(policy.step(r)?)?,
@@ -86,8 +149,8 @@ pub struct Inspection {
 }
 
 /// Describes a component: digest, contract version, exports and imports.
-pub fn inspect(source: &str) -> anyhow::Result<Inspection> {
-    let component = load(source)?;
+pub fn inspect(source: &str, auth: &Auth, insecure: bool) -> anyhow::Result<Inspection> {
+    let component = load(source, auth, insecure)?;
     Ok(Inspection {
         source: source.to_owned(),
         digest: format!("sha256:{}", component.digest()),

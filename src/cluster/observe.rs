@@ -76,6 +76,8 @@ pub async fn observe(
             tracked_configs: configs.clone(),
             routed_canary_weight: routed,
             routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
+            // The controller knows this, not the cluster read.
+            policy_blocked: None,
         },
         tracked: configs.into_keys().collect(),
         label: Some(label),

@@ -4,6 +4,7 @@
 mod events;
 mod judge;
 pub mod leader;
+pub mod policies;
 mod reconcile;
 mod status;
 
@@ -21,8 +22,10 @@ use kube::{Api, Client, ResourceExt};
 pub use reconcile::{Context, ReconcileError};
 
 use crate::api::Canary;
+use crate::api::{ClusterPolicy, PolicyResource};
 use crate::cluster::primary_name;
 use crate::policy::PolicyEngine;
+use crate::registry::PullLimits;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -45,6 +48,12 @@ pub struct Options {
     pub lease: Option<leader::LeaseConfig>,
     /// fledge's own series, exported on `/metrics`.
     pub metrics: crate::telemetry::metrics::Metrics,
+    /// Components a Canary may name as `file:<name>` (`--policy-dir`); none when `None`.
+    pub policy_dir: Option<std::path::PathBuf>,
+    /// Where fetched component bytes are kept by digest, so a restart keeps pinned rollouts.
+    pub policy_blob_dir: Option<std::path::PathBuf>,
+    /// Size and time bounds of fetching one policy component.
+    pub policy_fetch: PullLimits,
 }
 
 impl Default for Options {
@@ -59,6 +68,9 @@ impl Default for Options {
             concurrency: 4,
             lease: None,
             metrics: crate::telemetry::metrics::Metrics::new(),
+            policy_dir: None,
+            policy_blob_dir: None,
+            policy_fetch: PullLimits::default(),
         }
     }
 }
@@ -109,9 +121,21 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    let policies = match policies::PolicyStore::new(
+        engine,
+        options.policy_dir.clone(),
+        options.policy_blob_dir.clone(),
+        options.policy_fetch.max_bytes,
+    ) {
+        Ok(store) => Arc::new(store),
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return Ended::Signal;
+        }
+    };
     let ctx = match Context::new(
         client.clone(),
-        engine,
+        policies.clone(),
         options.clone(),
         reporter(),
         reader.clone(),
@@ -122,6 +146,15 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
             return Ended::Signal;
         }
     };
+    // Policy reconcilers wake the Canaries that use a policy once it changed.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let policy_ctx = Arc::new(policies::PolicyContext {
+        client: client.clone(),
+        store: policies,
+        limits: options.policy_fetch,
+        canaries: reader.clone(),
+        wake,
+    });
     let (for_deployments, for_configs, for_secrets) = (reader.clone(), reader.clone(), reader.clone());
     let deployments: Api<Deployment> = namespaced_or_all(&client, options.namespace.as_deref());
     let config_maps: Api<ConfigMap> = namespaced_or_all(&client, options.namespace.as_deref());
@@ -146,10 +179,19 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
             let _ = stop_tx.send(());
         })
     };
-    let stop = async move {
+    let stop = futures::FutureExt::shared(async move {
         let _ = stop_rx.await;
-    };
+    });
+    let policy_tasks = [
+        tokio::spawn(policies::run::<PolicyResource>(
+            policy_ctx.clone(),
+            options.namespace.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(policies::run::<ClusterPolicy>(policy_ctx, None, stop.clone())),
+    ];
     Controller::for_stream(canaries, reader)
+        .reconcile_on(woken)
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
         .watches(deployments, watcher::Config::default(), move |d| {
             canaries_for_deployment(&for_deployments, &d)
@@ -168,6 +210,9 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
             }
         })
         .await;
+    for task in policy_tasks {
+        let _ = task.await;
+    }
     watchdog.abort();
     if lost.load(std::sync::atomic::Ordering::SeqCst) {
         return Ended::LeaseLost;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
@@ -13,6 +13,7 @@ use thiserror::Error;
 use super::Options;
 use super::events::EventRecorder;
 use super::judge::{JudgeIo, PolicyJudge};
+use super::policies::{Loaded, NotReady, PolicyStore};
 use super::status::{condition, set_condition, state_of, with_state};
 use crate::analysis::{PolicyMetrics, Providers};
 use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, WebhookType, validate_with};
@@ -20,23 +21,21 @@ use crate::cluster::act::Actor;
 use crate::cluster::observe::{Snapshot, observe};
 use crate::cluster::teardown::{Teardown, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER};
-use crate::lifecycle::{Action, CanaryId, EventKind, State, tick};
-use crate::policy::{BUILTIN_DEFAULT, Grants, PolicyComponent, PolicyEngine, PolicyError, read_source};
+use crate::lifecycle::{Action, CanaryId, EventKind, PolicyBlocked, State, tick};
+use crate::policy::PolicyError;
 use crate::webhooks::{Payload, Webhooks};
 
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
     recorder: EventRecorder,
-    engine: PolicyEngine,
     options: Options,
     providers: Arc<Providers>,
     webhooks: Webhooks,
     /// Every Canary the controller watches (for the per-namespace count).
     canaries: kube::runtime::reflector::Store<Canary>,
-    /// The built-in default, loaded once: it answers for most canaries and for every world a
-    /// single-world component does not export.
-    default: Arc<PolicyComponent>,
+    /// Policies, ClusterPolicies and `--policy-dir` files, resolved; the built-in default loaded once.
+    policies: Arc<PolicyStore>,
 }
 
 /// Why the controller could not start.
@@ -59,12 +58,11 @@ impl std::fmt::Debug for Context {
 impl Context {
     pub fn new(
         client: Client,
-        engine: PolicyEngine,
+        policies: Arc<PolicyStore>,
         options: Options,
         instance: String,
         canaries: kube::runtime::reflector::Store<Canary>,
     ) -> Result<Self, SetupError> {
-        let default = engine.load(BUILTIN_DEFAULT, &read_source(BUILTIN_DEFAULT)?, Grants::default())?;
         Ok(Self {
             recorder: EventRecorder::new(client.clone(), instance),
             providers: Arc::new(Providers::new(
@@ -74,29 +72,36 @@ impl Context {
             )),
             webhooks: Webhooks::new()?,
             canaries,
-            default,
+            policies,
             client,
-            engine,
             options,
         })
     }
 
-    /// Loads the canary's policy; the `metrics` import is granted only where a Prometheus is configured.
-    fn load_policy(&self, spec: &ValidSpec) -> Result<Arc<PolicyComponent>, PolicyError> {
-        // The default imports nothing, so the grants cannot change how it loads.
-        if spec.policy_source == BUILTIN_DEFAULT {
-            return Ok(self.default.clone());
+    /// The canary's policy, pinned to the digest its rollout started with while one is in flight. The
+    /// `metrics` import needs a configured Prometheus.
+    async fn resolve_policy(
+        &self,
+        spec: &ValidSpec,
+        namespace: &str,
+        status: Option<&CanaryStatus>,
+    ) -> Result<Loaded, NotReady> {
+        let source = spec.policy.to_string();
+        let pinned = status
+            .filter(|s| s.phase.is_some_and(Phase::in_flight))
+            .and_then(|s| s.policy.as_ref())
+            .filter(|p| p.source == source)
+            .map(|p| p.digest.as_str());
+        let loaded = self.policies.resolve(&spec.policy, namespace, pinned).await?;
+        if loaded.component.imports_metrics() && self.providers.address_for(spec).is_none() {
+            return Err(NotReady {
+                reason: "UngrantedImport",
+                message: format!(
+                    "{source} imports fledge:policy/metrics, granted only with a Prometheus: set spec.metricsServer or the controller's --metrics-server"
+                ),
+            });
         }
-        let bytes = read_source(&spec.policy_source)?;
-        let grants = Grants {
-            metrics: self.providers.address_for(spec).is_some(),
-        };
-        self.engine.load(&spec.policy_source, &bytes, grants)
-    }
-
-    /// The built-in default, which answers what a single-world component does not export.
-    fn default_policy(&self) -> Arc<PolicyComponent> {
-        self.default.clone()
+        Ok(loaded)
     }
 }
 
@@ -181,21 +186,61 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         // Once per spec change, so the event does not grow with every tick.
         publish(&ctx, &canary, EventKind::Warning, "IgnoredFields", why.clone()).await;
     }
-    let policy = match ctx.load_policy(&spec).map(|p| (p, ctx.default_policy())) {
-        Ok(policy) => policy,
-        Err(e) => {
-            let mut s = status.cloned().unwrap_or_default();
-            set_condition(
-                &mut s,
-                condition("Ready", "False", "PolicyUnavailable", &e.to_string(), generation),
-            );
-            publish(&ctx, &canary, EventKind::Warning, "PolicyError", e.to_string()).await;
-            write_status(&ctx, &canary, status, s).await?;
-            return Ok(Requeue::requeue(spec.interval));
+    // A policy that cannot judge holds the canary (the tick asks it nothing); the default stands in only
+    // as the judge's type, and its webhooks still run on a rollback.
+    let (loaded, blocked) = match ctx.resolve_policy(&spec, &namespace, status).await {
+        Ok(loaded) => (loaded, None),
+        Err(why) => {
+            let default = ctx.policies.default_policy();
+            let stand_in = Loaded {
+                digest: format!("sha256:{}", default.digest()),
+                component: default,
+                config: None,
+            };
+            (stand_in, Some(why))
         }
     };
+    let policy_ready = match &blocked {
+        None => condition(
+            "PolicyReady",
+            "True",
+            "Ready",
+            &format!("{} {}", spec.policy, loaded.digest),
+            generation,
+        ),
+        Some(why) => condition(
+            "PolicyReady",
+            "False",
+            why.reason,
+            &format!("{}: {}", spec.policy, why.message),
+            generation,
+        ),
+    };
+    if blocked.is_some()
+        && previous_condition(status, "PolicyReady").map(|c| (&c.status, &c.message))
+            != Some((&policy_ready.status, &policy_ready.message))
+    {
+        publish(
+            &ctx,
+            &canary,
+            EventKind::Warning,
+            "PolicyNotReady",
+            policy_ready.message.clone(),
+        )
+        .await;
+    }
+    // The Policy's config lies beneath the Canary's own.
+    let spec = ValidSpec {
+        policy_config: merged_config(loaded.config.as_ref(), &spec.policy_config),
+        ..spec
+    };
+    let policy = (loaded.component.clone(), ctx.policies.default_policy());
 
-    let snapshot = observe(&ctx.client, &namespace, &spec, &ctx.options.selector_labels).await?;
+    let mut snapshot = observe(&ctx.client, &namespace, &spec, &ctx.options.selector_labels).await?;
+    snapshot.observed.policy_blocked = blocked.as_ref().map(|why| PolicyBlocked {
+        why: format!("{}: {}: {}", spec.policy, why.reason, why.message),
+        for_secs: false_for_secs(status, "PolicyReady"),
+    });
     let state = state_of(status);
     if let Some(wait) = not_due(&spec, &state, status, &snapshot) {
         return Ok(Requeue::requeue(wait));
@@ -267,9 +312,14 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     next.last_tick_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         Timestamp::now(),
     ));
+    // A blocked policy leaves the record of what judged the rollout so far (and its pin) alone.
+    let digest = match (&blocked, status.and_then(|s| s.policy.as_ref())) {
+        (Some(_), Some(old)) => old.digest.clone(),
+        _ => loaded.digest.clone(),
+    };
     next.policy = Some(PolicyStatus {
-        source: spec.policy_source.clone(),
-        digest: format!("sha256:{}", policy.0.digest()),
+        source: spec.policy.to_string(),
+        digest,
         last_decision: decided.decision.clone().or_else(|| {
             status
                 .and_then(|s| s.policy.clone())
@@ -307,11 +357,51 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         )
     };
     set_condition(&mut next, ready);
+    set_condition(&mut next, policy_ready);
     record_metrics(&ctx, &id, &spec, status, &mut next);
     write_status(&ctx, &canary, status, next).await?;
     Ok(decided
         .requeue
         .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// The Canary's condition of `type_`, as last written.
+fn previous_condition<'a>(status: Option<&'a CanaryStatus>, type_: &str) -> Option<&'a Condition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// How long the condition `type_` has been False; 0 when it is not.
+fn false_for_secs(status: Option<&CanaryStatus>, type_: &str) -> u64 {
+    previous_condition(status, type_)
+        .filter(|c| c.status == "False")
+        .and_then(|c| {
+            u64::try_from(
+                Timestamp::now()
+                    .duration_since(c.last_transition_time.0)
+                    .as_secs(),
+            )
+            .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A Policy's config with the Canary's keys over it (objects merge one level deep; otherwise the Canary's
+/// config wins whole).
+fn merged_config(policy: Option<&serde_json::Value>, canary: &str) -> String {
+    let Some(base) = policy else {
+        return canary.to_owned();
+    };
+    let own: serde_json::Value = serde_json::from_str(canary).unwrap_or_default();
+    match (base, own) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(own)) => {
+            let mut merged = base.clone();
+            merged.extend(own);
+            serde_json::Value::Object(merged).to_string()
+        }
+        (base, serde_json::Value::Null) => base.to_string(),
+        (_, own) if own.as_object().is_some_and(|o| o.is_empty()) => base.to_string(),
+        (_, own) => own.to_string(),
+    }
 }
 
 /// Exports the canary's state and, when a rollout starts or ends, its start time and duration.

@@ -78,13 +78,18 @@ pub fn condition(
 }
 
 /// Replaces the condition of the same type, keeping its transition time when its status did not change.
-pub fn set_condition(status: &mut CanaryStatus, mut new: Condition) {
-    if let Some(old) = status.conditions.iter_mut().find(|c| c.type_ == new.type_) {
+pub fn set_condition(status: &mut CanaryStatus, new: Condition) {
+    upsert_condition(&mut status.conditions, new);
+}
+
+/// [`set_condition`] on any list of conditions.
+pub fn upsert_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
+    if let Some(old) = conditions.iter_mut().find(|c| c.type_ == new.type_) {
         if old.status == new.status {
             new.last_transition_time = old.last_transition_time.clone();
         }
         *old = new;
     } else {
-        status.conditions.push(new);
+        conditions.push(new);
     }
 }

@@ -30,4 +30,14 @@ pub struct Observed {
     pub routed_canary_weight: Option<u32>,
     /// The VirtualService copies requests to the canary (traffic mirroring).
     pub routed_mirror: bool,
+    /// The canary's policy cannot judge (its Policy is not Ready): nothing moves until it can.
+    pub policy_blocked: Option<PolicyBlocked>,
+}
+
+/// Why the policy cannot judge, and for how long it has not.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyBlocked {
+    /// `Policy/errors: DigestMismatch: …`, for events.
+    pub why: String,
+    pub for_secs: u64,
 }

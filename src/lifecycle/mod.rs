@@ -6,7 +6,7 @@
 mod facts;
 mod tick;
 
-pub use facts::{Observed, Workload};
+pub use facts::{Observed, PolicyBlocked, Workload};
 pub use tick::{Action, CanaryId, EventKind, Judge, Split, State, Tick, tick};
 
 #[cfg(test)]

@@ -741,3 +741,102 @@ fn blue_green_with_mirroring_mirrors_every_iteration_and_promotion_drops_the_mir
     let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
     assert_eq!(routed(&t), Some((0, None)), "promotion routes without the mirror");
 }
+
+/// A judge that must not be asked anything: the policy behind it cannot judge.
+struct Unreachable;
+impl Judge for Unreachable {
+    fn step(&mut self, _: &Rollout) -> Result<StepDecision, PolicyError> {
+        panic!("step asked while the policy is not ready")
+    }
+    fn gate(&mut self, _: &Rollout, _: GateKind) -> Result<GateDecision, PolicyError> {
+        panic!("gate asked while the policy is not ready")
+    }
+    fn analyse(&mut self, _: &Rollout) -> Result<(Verdict, String), PolicyError> {
+        panic!("analysis asked while the policy is not ready")
+    }
+    fn hooks(&mut self, _: &Rollout, _: WebhookType) -> Vec<WebhookOutcome> {
+        Vec::new()
+    }
+}
+
+fn blocked(rev: &str, weight: u32, for_secs: u64) -> Observed {
+    Observed {
+        routed_canary_weight: Some(weight),
+        policy_blocked: Some(PolicyBlocked {
+            why: "Policy/errors: DigestMismatch".into(),
+            for_secs,
+        }),
+        ..observed(rev)
+    }
+}
+
+#[test]
+fn a_policy_that_is_not_ready_holds_the_rollout_at_its_weight_without_asking_it() {
+    let state = progressing_at(40, "r2");
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &state,
+        &blocked("r2", 40, 30),
+        &mut Unreachable,
+    );
+    assert_eq!(t.state, state);
+    assert_eq!(route(&t), Some((60, 40)));
+    assert!(!t.actions.iter().any(|a| matches!(a, Action::ScaleTarget { .. })));
+    assert!(
+        events(&t)
+            .iter()
+            .any(|e| e.contains("policy not ready: Policy/errors")),
+        "{t:?}"
+    );
+    assert_eq!(t.requeue, Some(seed_spec().interval));
+}
+
+#[test]
+fn a_policy_not_ready_past_the_progress_deadline_rolls_the_rollout_back() {
+    let spec = seed_spec();
+    let past = spec.progress_deadline.as_secs() + 1;
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(40, "r2"),
+        &blocked("r2", 40, past),
+        &mut Unreachable,
+    );
+    assert_eq!(t.state.phase, Some(Phase::Failed));
+    assert_eq!(route(&t), Some((100, 0)));
+    assert!(has(&t, &Action::ScaleTarget { replicas: 0 }));
+    assert!(
+        events(&t)
+            .iter()
+            .any(|e| e.starts_with("Rolling back") && e.contains("policy not ready"))
+    );
+}
+
+#[test]
+fn a_new_revision_does_not_start_while_its_policy_is_not_ready() {
+    let state = initialized("r1");
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &state,
+        &blocked("r2", 0, 5),
+        &mut Unreachable,
+    );
+    assert_eq!(t.state, state);
+    assert_eq!(route(&t), Some((100, 0)));
+    assert!(!t.actions.iter().any(|a| matches!(a, Action::ScaleTarget { .. })));
+    assert!(events(&t).iter().any(|e| e.contains("policy not ready")));
+}
+
+#[test]
+fn initialising_needs_no_policy() {
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &State::default(),
+        &blocked("r1", 0, 5),
+        &mut Unreachable,
+    );
+    assert_eq!(t.state.phase, Some(Phase::Initialized));
+}

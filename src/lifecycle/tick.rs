@@ -8,7 +8,7 @@ use crate::policy::types::{
     AnalysisSettings, GateDecision, GateKind, Rollout, StepDecision, Verdict, WebhookOutcome,
 };
 
-use super::facts::Observed;
+use super::facts::{Observed, PolicyBlocked};
 
 /// Answers a tick's judgement calls; the controller backs it with the policy component (plus metrics and
 /// webhooks), tests with a script.
@@ -158,6 +158,11 @@ impl Ticker<'_> {
             self.out.requeue = Some(self.spec.interval);
             return;
         }
+        if let Some(blocked) = &self.obs.policy_blocked
+            && self.hold_for_policy(blocked)
+        {
+            return;
+        }
         match self.out.state.phase {
             None | Some(Phase::Initializing) => self.initialise(),
             Some(Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting) => self.idle(),
@@ -166,6 +171,51 @@ impl Ticker<'_> {
             Some(Phase::Finalising) => self.finalise(),
             // Deletion is handled by the finalizer, not by ticks.
             Some(Phase::Terminating | Phase::Terminated) => {}
+        }
+    }
+
+    /// With no policy to judge, traffic stays where it is and no rollout starts; past the progress deadline
+    /// a rollout in analysis is rolled back, so traffic never waits on a broken policy for ever. Returns
+    /// whether the tick is done. Initialising and finalising need no judgement and go on.
+    fn hold_for_policy(&mut self, blocked: &PolicyBlocked) -> bool {
+        let halt = |t: &mut Self| {
+            t.event(
+                EventKind::Warning,
+                format!("Halt advancement {} policy not ready: {}", t.id, blocked.why),
+            );
+        };
+        match self.out.state.phase {
+            None | Some(Phase::Initializing | Phase::Finalising | Phase::Terminating | Phase::Terminated) => {
+                false
+            }
+            Some(Phase::Progressing | Phase::WaitingPromotion) => {
+                self.out.requeue = Some(self.spec.interval);
+                self.ensure_routing(self.current_weight());
+                let deadline = self.spec.progress_deadline.as_secs();
+                if blocked.for_secs > deadline {
+                    self.rollback(&format!(
+                        "policy not ready for {}s, past the progress deadline of {deadline}s: {}",
+                        blocked.for_secs, blocked.why
+                    ));
+                } else {
+                    halt(self);
+                }
+                true
+            }
+            Some(Phase::Promoting) => {
+                self.out.requeue = Some(self.spec.interval);
+                self.ensure_routing(self.current_weight());
+                halt(self);
+                true
+            }
+            Some(Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting) => {
+                self.ensure_routing(0);
+                if self.new_revision() {
+                    self.out.requeue = Some(self.spec.interval);
+                    halt(self);
+                }
+                true
+            }
         }
     }
 

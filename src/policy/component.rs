@@ -53,14 +53,23 @@ fn interface_of(name: &str) -> Option<&str> {
     Some(rest.split('@').next().unwrap_or(rest))
 }
 
+/// Whether `bytes` start like a WebAssembly component (not a core module, not something else).
+pub fn is_component(bytes: &[u8]) -> bool {
+    // Magic `\0asm`, then the component encoding's version 0x0d and layer 1.
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x0d, 0x00, 0x01, 0x00]
+}
+
 /// The sha256 of a component's bytes, hex encoded.
 pub fn digest(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A compiled, linked component, ready to instantiate.
+#[derive(Clone)]
 pub struct PolicyComponent {
     engine: PolicyEngine,
+    /// Bounds of each call: the engine's, or tighter ones a Policy asked for.
+    limits: super::engine::Limits,
     source_name: String,
     digest: String,
     pre: InstancePre<HostState>,
@@ -130,17 +139,21 @@ impl PolicyComponent {
             analysis::GuestIndices::new(&pre).ok(),
         );
         if step.is_none() && gate.is_none() && analysis.is_none() {
-            return Err(load_error(format!(
-                "exports none of {PACKAGE}/step, /gate, /analysis (it exports: {})",
-                if exports.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    exports.join(", ")
-                }
-            )));
+            return Err(PolicyError::MissingExport {
+                source_name: source_name.to_owned(),
+                export: format!(
+                    "any of {PACKAGE}/step, /gate, /analysis (it exports: {})",
+                    if exports.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        exports.join(", ")
+                    }
+                ),
+            });
         }
         Ok(Self {
             engine: engine.clone(),
+            limits: engine.limits.clone(),
             source_name: source_name.to_owned(),
             digest,
             pre,
@@ -150,6 +163,41 @@ impl PolicyComponent {
             imports,
             exports,
         })
+    }
+
+    /// The same component under tighter bounds: a value above the engine's ceiling is lowered to it.
+    pub fn with_limits(&self, deadline: Option<std::time::Duration>, memory_bytes: Option<usize>) -> Self {
+        let ceiling = &self.engine.limits;
+        let mut limited = self.clone();
+        if let Some(d) = deadline {
+            limited.limits.deadline = d.min(ceiling.deadline);
+        }
+        if let Some(m) = memory_bytes {
+            limited.limits.memory_bytes = m.min(ceiling.memory_bytes);
+        }
+        limited
+    }
+
+    /// The bounds each call runs under.
+    pub fn limits(&self) -> &super::engine::Limits {
+        &self.limits
+    }
+
+    /// The judgements it implements, by short name: `step`, `gate`, `analysis`.
+    pub fn worlds(&self) -> Vec<&'static str> {
+        [
+            (self.step.is_some(), "step"),
+            (self.gate.is_some(), "gate"),
+            (self.analysis.is_some(), "analysis"),
+        ]
+        .into_iter()
+        .filter_map(|(has, name)| has.then_some(name))
+        .collect()
+    }
+
+    /// Whether it imports the host's `metrics` interface (needs a configured Prometheus).
+    pub fn imports_metrics(&self) -> bool {
+        self.imports.iter().any(|i| interface_of(i) == Some("metrics"))
     }
 
     /// sha256 of the component's bytes.
@@ -194,7 +242,7 @@ impl PolicyComponent {
         metrics: Option<Arc<dyn MetricsSource>>,
         f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
-        let limits = &self.engine.limits;
+        let limits = &self.limits;
         let canary = format!("{}.{}", rollout.name, rollout.namespace);
         let mut store = Store::new(
             &self.engine.engine,
@@ -226,7 +274,7 @@ impl PolicyComponent {
 
     /// Types a failed call by what happened (limiter state, trap code), never by its message.
     fn classify(&self, err: &wasmtime::Error, store: &Store<HostState>, instantiating: bool) -> PolicyError {
-        let limits = &self.engine.limits;
+        let limits = &self.limits;
         if store.data().memory.hit {
             return PolicyError::OutOfMemory {
                 limit_bytes: limits.memory_bytes,

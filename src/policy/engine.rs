@@ -103,6 +103,18 @@ impl PolicyEngine {
         }
     }
 
+    /// Forgets the loaded components whose digest `keep` refuses (no Policy or rollout uses them any more).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut map) = self.loaded.lock() {
+            map.retain(|(digest, _), _| keep(digest));
+        }
+    }
+
+    /// How many components are loaded.
+    pub fn loaded_count(&self) -> usize {
+        self.loaded.lock().map_or(0, |m| m.len())
+    }
+
     /// The limits every call runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -21,6 +21,14 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// A rollout is under way: traffic may be on the canary, and its policy digest is pinned.
+    pub fn in_flight(self) -> bool {
+        matches!(
+            self,
+            Self::Progressing | Self::WaitingPromotion | Self::Promoting | Self::Finalising
+        )
+    }
+
     /// The phase as the status spells it (`Progressing`).
     pub fn name(self) -> String {
         serde_json::to_value(self)

@@ -13,10 +13,16 @@ use serde_json::json;
 use super::{TestNamespace, eventually};
 use fledge::api::{Canary, Phase};
 
-/// Installs (or updates) fledge's CRDs (Canary, MetricTemplate) and waits until they are served.
+/// Installs (or updates) fledge's CRDs (Canary, MetricTemplate, Policy, ClusterPolicy) and waits until they
+/// are served.
 pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [Canary::crd(), fledge::api::MetricTemplate::crd()] {
+    for crd in [
+        Canary::crd(),
+        fledge::api::MetricTemplate::crd(),
+        fledge::api::PolicyResource::crd(),
+        fledge::api::ClusterPolicy::crd(),
+    ] {
         let name = crd.metadata.name.clone().expect("crd name");
         crds.patch(
             &name,
@@ -47,6 +53,12 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
+/// The components build.rs made (the test policies among them): the controller's `--policy-dir` in tests,
+/// so a Canary names them as `file:fledge_policy_scripted.wasm`.
+pub fn policy_dir() -> &'static str {
+    env!("FLEDGE_POLICY_OUT_DIR")
+}
+
 /// Runs the controller for `ns` only, in this process, with a 1 s interval floor.
 pub fn start_controller(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
     start_controller_with(client, ns, None)
@@ -63,6 +75,7 @@ pub fn start_controller_with(
         min_interval: Duration::from_secs(1),
         namespace: Some(ns.to_owned()),
         metrics_server,
+        policy_dir: Some(policy_dir().into()),
         ..Default::default()
     };
     let client = client.clone();
@@ -95,6 +108,8 @@ impl ControllerProcess {
                 "1s",
                 "--listen",
                 &listen,
+                "--policy-dir",
+                policy_dir(),
             ])
             .args(flags)
             .envs(env.iter().copied())

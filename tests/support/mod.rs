@@ -5,6 +5,7 @@ pub mod fledge;
 pub mod hooks;
 pub mod policy;
 pub mod prometheus;
+pub mod registry;
 pub mod traffic;
 
 use std::future::Future;

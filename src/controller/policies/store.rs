@@ -1,0 +1,348 @@
+//! The controller's policy store: what each Policy and ClusterPolicy resolved to, every component loaded by
+//! digest (so a rollout keeps the digest it started with), and the `--policy-dir` files. Canaries read it;
+//! only the policy reconciler writes it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::api::{PolicyKind, PolicySelector};
+use crate::policy::{BUILTIN_DEFAULT, Grants, PolicyComponent, PolicyEngine, PolicyError, is_component};
+
+/// A Policy (namespaced) or ClusterPolicy, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyKey {
+    pub kind: PolicyKind,
+    /// `None` for a ClusterPolicy.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl std::fmt::Display for PolicyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{:?} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{:?} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// A component ready to judge, with what the Policy adds to it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub component: Arc<PolicyComponent>,
+    /// The Policy's default config, beneath the Canary's own.
+    pub config: Option<serde_json::Value>,
+    /// `sha256:<hex>`.
+    pub digest: String,
+}
+
+/// Why a canary's policy cannot judge now: the condition reason and a message naming the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a policy resource resolved to.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Ready(Loaded),
+    NotReady(NotReady),
+}
+
+/// The largest `--policy-dir` file read (the same cap as a registry pull).
+pub const DEFAULT_MAX_BYTES: u64 = 32 << 20;
+
+/// Shared by the canary and policy reconcilers.
+pub struct PolicyStore {
+    engine: PolicyEngine,
+    default: Arc<PolicyComponent>,
+    entries: RwLock<HashMap<PolicyKey, Entry>>,
+    /// Every component a Policy loaded, by `sha256:<hex>`: a rollout pinned to an older digest finds it here.
+    by_digest: Mutex<HashMap<String, Arc<PolicyComponent>>>,
+    /// Component bytes by digest on disk, so a restarted controller still has a pinned digest.
+    blob_dir: Option<PathBuf>,
+    policy_dir: Option<PathBuf>,
+    max_bytes: u64,
+    files: Mutex<HashMap<String, (FileStamp, Arc<PolicyComponent>)>>,
+}
+
+/// A file's identity for the `--policy-dir` cache: a change of either reloads it.
+type FileStamp = (Option<std::time::SystemTime>, u64);
+
+impl std::fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyStore")
+            .field("policy_dir", &self.policy_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyStore {
+    pub fn new(
+        engine: PolicyEngine,
+        policy_dir: Option<PathBuf>,
+        blob_dir: Option<PathBuf>,
+        max_bytes: u64,
+    ) -> Result<Self, PolicyError> {
+        let bytes = crate::policy::builtin(BUILTIN_DEFAULT).unwrap_or_default();
+        let default = engine.load(BUILTIN_DEFAULT, bytes, Grants::default())?;
+        Ok(Self {
+            engine,
+            default,
+            entries: RwLock::default(),
+            by_digest: Mutex::default(),
+            blob_dir,
+            policy_dir,
+            max_bytes,
+            files: Mutex::default(),
+        })
+    }
+
+    /// The built-in default: answers for most canaries and for every world a component does not export.
+    pub fn default_policy(&self) -> Arc<PolicyComponent> {
+        self.default.clone()
+    }
+
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Records what a policy resource resolved to.
+    pub fn set(&self, key: PolicyKey, entry: Entry) {
+        if let Entry::Ready(loaded) = &entry {
+            if let Ok(mut map) = self.by_digest.lock() {
+                map.insert(loaded.digest.clone(), loaded.component.clone());
+            }
+        }
+        if let Ok(mut map) = self.entries.write() {
+            map.insert(key, entry);
+        }
+    }
+
+    /// Forgets a deleted policy resource.
+    pub fn remove(&self, key: &PolicyKey) {
+        if let Ok(mut map) = self.entries.write() {
+            map.remove(key);
+        }
+    }
+
+    /// What a policy resource resolved to, if it has been seen.
+    pub fn get(&self, key: &PolicyKey) -> Option<Entry> {
+        self.entries.read().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// Keeps in memory only the components a Policy serves now or a rollout in flight is pinned to.
+    pub fn evict_unused(&self, pinned: &HashSet<String>) {
+        let mut keep: HashSet<String> = pinned.clone();
+        keep.insert(crate::registry::sha256(
+            crate::policy::builtin(BUILTIN_DEFAULT).unwrap_or_default(),
+        ));
+        if let Ok(entries) = self.entries.read() {
+            keep.extend(entries.values().filter_map(|e| match e {
+                Entry::Ready(l) => Some(l.digest.clone()),
+                Entry::NotReady(_) => None,
+            }));
+        }
+        if let Ok(files) = self.files.lock() {
+            keep.extend(files.values().map(|(_, c)| format!("sha256:{}", c.digest())));
+        }
+        if let Ok(mut map) = self.by_digest.lock() {
+            map.retain(|d, _| keep.contains(d));
+        }
+        self.engine.retain(|hex| keep.contains(&format!("sha256:{hex}")));
+    }
+
+    /// Stores the bytes of `digest` on disk (best effort: the cache is an optimisation for restarts).
+    pub fn keep_blob(&self, digest: &str, bytes: &[u8]) {
+        let Some(path) = self.blob_path(digest) else {
+            return;
+        };
+        if path.exists() {
+            return;
+        }
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            tracing::debug!(digest, "cannot cache policy bytes: {e}");
+        }
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = crate::registry::digest_hex(digest).ok()?;
+        Some(self.blob_dir.as_ref()?.join("sha256").join(format!("{hex}.wasm")))
+    }
+
+    /// The component a rollout pinned: in memory, or from the on-disk copy (verified, compiled off the
+    /// runtime). `None` when neither has it.
+    pub async fn pinned(self: &Arc<Self>, digest: &str) -> Option<Arc<PolicyComponent>> {
+        if let Some(found) = self.by_digest.lock().ok().and_then(|m| m.get(digest).cloned()) {
+            return Some(found);
+        }
+        let path = self.blob_path(digest)?;
+        let (store, digest) = (self.clone(), digest.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let bytes = read_capped(&path, store.max_bytes).ok()?;
+            if crate::registry::sha256(&bytes) != digest {
+                return None;
+            }
+            let component = store.engine.load(&digest, &bytes, Grants::ALL).ok()?;
+            if let Ok(mut map) = store.by_digest.lock() {
+                map.insert(digest, component.clone());
+            }
+            Some(component)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The component for a canary's selector. `pinned` is the digest a rollout in flight started with: it is
+    /// kept even if the Policy has moved on since.
+    pub async fn resolve(
+        self: &Arc<Self>,
+        selector: &PolicySelector,
+        namespace: &str,
+        pinned: Option<&str>,
+    ) -> Result<Loaded, NotReady> {
+        let loaded = match selector {
+            PolicySelector::Builtin(_) => Loaded {
+                component: self.default.clone(),
+                config: None,
+                digest: format!("sha256:{}", self.default.digest()),
+            },
+            PolicySelector::File(name) => {
+                let component = self.file(name).await?;
+                Loaded {
+                    digest: format!("sha256:{}", component.digest()),
+                    component,
+                    config: None,
+                }
+            }
+            PolicySelector::Resource { kind, name } => {
+                let key = PolicyKey {
+                    kind: *kind,
+                    namespace: (*kind == PolicyKind::Policy).then(|| namespace.to_owned()),
+                    name: name.clone(),
+                };
+                match self.get(&key) {
+                    Some(Entry::Ready(loaded)) => loaded,
+                    Some(Entry::NotReady(why)) => return Err(why),
+                    None => {
+                        return Err(NotReady {
+                            reason: "PolicyNotFound",
+                            message: format!("{key} not found (or not loaded yet)"),
+                        });
+                    }
+                }
+            }
+        };
+        match pinned {
+            Some(digest) if digest != loaded.digest => match self.pinned(digest).await {
+                Some(component) => Ok(Loaded {
+                    component,
+                    digest: digest.to_owned(),
+                    ..loaded
+                }),
+                None => Err(NotReady {
+                    reason: "PinnedDigestUnavailable",
+                    message: format!(
+                        "{selector} now serves {}, but the rollout in flight started with {digest}, which \
+                         this controller no longer has",
+                        loaded.digest
+                    ),
+                }),
+            },
+            _ => Ok(loaded),
+        }
+    }
+
+    /// A component from `--policy-dir`, read with a size cap and compiled off the async runtime; reloaded
+    /// when the file changes.
+    async fn file(self: &Arc<Self>, name: &str) -> Result<Arc<PolicyComponent>, NotReady> {
+        let Some(dir) = &self.policy_dir else {
+            return Err(NotReady {
+                reason: "NoPolicyDir",
+                message: format!("file:{name} needs the controller's --policy-dir, which is not set"),
+            });
+        };
+        let path = dir.join(name);
+        let store = self.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || store.load_file(&name, &path))
+            .await
+            .map_err(|e| NotReady {
+                reason: "LoadFailed",
+                message: e.to_string(),
+            })?
+    }
+
+    fn load_file(&self, name: &str, path: &Path) -> Result<Arc<PolicyComponent>, NotReady> {
+        let not_ready = |reason, message: String| NotReady {
+            reason,
+            message: format!("file:{name}: {message}"),
+        };
+        let meta = std::fs::metadata(path).map_err(|e| not_ready("FileUnreadable", e.to_string()))?;
+        if !meta.is_file() {
+            return Err(not_ready("FileUnreadable", "not a regular file".into()));
+        }
+        let stamp = (meta.modified().ok(), meta.len());
+        if let Some((_, found)) = self
+            .files
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).filter(|(s, _)| *s == stamp).cloned())
+        {
+            return Ok(found);
+        }
+        let bytes = read_capped(path, self.max_bytes).map_err(|e| not_ready("TooLarge", e))?;
+        if !is_component(&bytes) {
+            return Err(not_ready("NotAComponent", "not a WebAssembly component".into()));
+        }
+        let component = self
+            .engine
+            .load(&format!("file:{name}"), &bytes, Grants::ALL)
+            .map_err(|e| not_ready(compile_reason(&e), e.to_string()))?;
+        if let Ok(mut map) = self.files.lock() {
+            map.insert(name.to_owned(), (stamp, component.clone()));
+        }
+        Ok(component)
+    }
+}
+
+/// The condition reason for a component that fetched but would not load.
+pub fn compile_reason(e: &PolicyError) -> &'static str {
+    match e {
+        PolicyError::ImportDenied { .. } => "UngrantedImport",
+        PolicyError::MissingExport { .. } => "MissingExport",
+        _ => "CompileFailed",
+    }
+}
+
+/// Reads at most `max` bytes of a regular file; more is an error (never read to the end).
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
+        return Err(format!("larger than the limit of {max} bytes"));
+    }
+    Ok(bytes)
+}
