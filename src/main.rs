@@ -212,7 +212,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                     duration: args.lease_duration,
                 }),
             policy_dir: args.policy_dir.clone(),
-            policy_blob_dir: cache.map(|c| c.with_file_name("policy-blobs")),
+            policy_blob_dir: cache.map(|c| c.join("components")),
             policy_fetch: fledge::registry::PullLimits {
                 max_bytes: args.policy_max_mib << 20,
                 timeout: args.policy_fetch_timeout,

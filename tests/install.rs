@@ -149,13 +149,48 @@ async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_servic
     let controller = tokio::spawn(async move {
         fledge::controller::run(sa, engine, options).await;
     });
+    // Its judge is a Policy from a ConfigMap: the role must read both and report on the Policy's status.
+    let judge = fledge::policy::builtin(fledge::policy::BUILTIN_DEFAULT).expect("builtin");
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "judge"},
+        "binaryData": {"policy.wasm": k8s_openapi::ByteString(judge.to_vec())},
+    }))
+    .expect("configmap");
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .create(&Default::default(), &cm)
+        .await
+        .expect("create configmap");
+    let policy: fledge::api::PolicyResource = serde_json::from_value(json!({
+        "metadata": {"name": "judge"},
+        "spec": {"source": {"configMap": {"name": "judge", "key": "policy.wasm",
+                                          "digest": fledge::registry::sha256(judge)}}},
+    }))
+    .expect("policy");
+    ns.api::<fledge::api::PolicyResource>()
+        .create(&Default::default(), &policy)
+        .await
+        .expect("create policy");
     create_canary(
         &ns,
-        json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+        json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
+               "policy": {"policyRef": {"name": "judge"}}}),
     )
     .await
     .expect("create canary");
     wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    // The ServiceAccount may read the Policy and its ConfigMap, and write the Policy's status.
+    support::eventually("policy loaded", LIMIT, || async {
+        let p = ns
+            .api::<fledge::api::PolicyResource>()
+            .get("judge")
+            .await
+            .map_err(|e| e.to_string())?;
+        match p.status.and_then(|s| s.digest) {
+            Some(d) if d == fledge::registry::sha256(judge) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
 
     // Watch the canary's weight series through /metrics until the rollout ends.
