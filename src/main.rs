@@ -286,7 +286,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             registry,
         }) => {
             let pushed = policy::push(&file, &reference, &registry.auth()?, registry.insecure)?;
-            eprintln!("pushed {reference} {}", pushed.digest);
+            tracing::info!("pushed {reference} {}", pushed.digest);
             print!(
                 "{}",
                 policy::policy_manifest(&reference, &pushed.digest, name.as_deref(), registry.insecure)
@@ -299,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             let bytes = policy::pull(&reference, &registry.auth()?, registry.insecure)?;
             std::fs::write(&output, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", output.display()))?;
-            eprintln!("wrote {} ({} bytes)", output.display(), bytes.len());
+            tracing::info!("wrote {} ({} bytes)", output.display(), bytes.len());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
@@ -125,15 +126,17 @@ pub async fn run<K: PolicyObject>(
         })
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
-    let config_maps: Api<ConfigMap> = match namespace.as_deref() {
+    // Metadata is enough to know a source ConfigMap changed; its bytes are read only by the reconcile.
+    let config_maps: Api<PartialObjectMeta<ConfigMap>> = match namespace.as_deref() {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
     let sources = reader.clone();
+    let config_maps = watcher(config_maps, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     Controller::for_stream(objects, reader)
-        .watches(config_maps, watcher::Config::default(), move |cm| {
-            policies_reading(&sources, &cm)
-        })
+        .watches_stream(config_maps, move |cm| policies_reading(&sources, &cm))
         .graceful_shutdown_on(stop)
         .run(reconcile::<K>, retry, ctx)
         .for_each(|result| async move {
@@ -145,7 +148,10 @@ pub async fn run<K: PolicyObject>(
 }
 
 /// Policies whose source is this ConfigMap.
-fn policies_reading<K: PolicyObject>(store: &Store<K>, cm: &ConfigMap) -> Vec<ObjectRef<K>> {
+fn policies_reading<K: PolicyObject>(
+    store: &Store<K>,
+    cm: &PartialObjectMeta<ConfigMap>,
+) -> Vec<ObjectRef<K>> {
     let (ns, name) = (cm.namespace(), cm.name_any());
     store
         .state()
@@ -200,7 +206,7 @@ async fn reconcile<K: PolicyObject>(
     match &entry {
         Entry::Ready(l) => tracing::info!(policy = %key, digest = l.digest, load_ms, "policy ready"),
         Entry::NotReady(why) => {
-            tracing::warn!(policy = %key, reason = why.reason, "policy not ready: {}", why.message)
+            tracing::warn!(policy = %key, reason = why.reason, "policy not ready: {}", why.message);
         }
     }
     let changed = !same(before.as_ref(), &entry);

@@ -115,10 +115,10 @@ impl PolicyStore {
 
     /// Records what a policy resource resolved to.
     pub fn set(&self, key: PolicyKey, entry: Entry) {
-        if let Entry::Ready(loaded) = &entry {
-            if let Ok(mut map) = self.by_digest.lock() {
-                map.insert(loaded.digest.clone(), loaded.component.clone());
-            }
+        if let Entry::Ready(loaded) = &entry
+            && let Ok(mut map) = self.by_digest.lock()
+        {
+            map.insert(loaded.digest.clone(), loaded.component.clone());
         }
         if let Ok(mut map) = self.entries.write() {
             map.insert(key, entry);
