@@ -520,3 +520,95 @@ async fn a_canary_naming_a_path_on_the_controller_is_refused_and_nothing_is_read
     }
     controller.abort();
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_cluster_policy_judges_with_its_own_config_and_limits() {
+    let ns = TestNamespace::create("pol-cluster").await;
+    install_crds(&ns.client).await;
+    let controller = start_controller(&ns.client, &ns.name);
+    let bytes = scripted_bytes();
+    config_map(&ns, "shared-policy", "policy.wasm", &bytes).await;
+    let api: kube::Api<fledge::api::ClusterPolicy> = kube::Api::all(ns.client.clone());
+    let apply = |name: String, spec: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            let p = json!({"apiVersion": "fledge.dev/v1alpha1", "kind": "ClusterPolicy",
+                           "metadata": {"name": name}, "spec": spec});
+            api.patch(
+                &name,
+                &PatchParams::apply("fledge-tests").force(),
+                &Patch::Apply(&p),
+            )
+            .await
+            .expect("apply cluster policy");
+        }
+    };
+    let (good, homeless) = (format!("{}-judge", ns.name), format!("{}-homeless", ns.name));
+    // The Policy's default config ("fail") reaches the component when the Canary sets none.
+    apply(
+        good.clone(),
+        json!({"source": {"configMap": {"name": "shared-policy", "namespace": ns.name, "key": "policy.wasm",
+                                        "digest": sha256(&bytes)}},
+               "config": "fail", "limits": {"deadline": "40ms", "memoryMiB": 16}}),
+    )
+    .await;
+    apply(
+        homeless.clone(),
+        json!({"source": {"configMap": {"name": "shared-policy", "key": "policy.wasm", "digest": sha256(&bytes)}}}),
+    )
+    .await;
+    let status_of = |name: String, want: &'static str| {
+        let api = api.clone();
+        async move {
+            support::eventually(&format!("cluster policy {name} {want}"), LIMIT, || async {
+                let s = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .unwrap_or_default();
+                match ready_condition(&s.conditions, "Ready") {
+                    Some((_, reason, _)) if reason == want => Ok(s),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await
+        }
+    };
+    let loaded = status_of(good.clone(), "Ready").await;
+    let compiled = ready_condition(&loaded.conditions, "Compiled")
+        .expect("compiled")
+        .2;
+    assert_eq!(compiled, "deadline 40 ms, memory 16 MiB");
+    let refused = status_of(homeless.clone(), "InvalidSource").await;
+    assert!(
+        ready_condition(&refused.conditions, "Ready")
+            .expect("ready")
+            .2
+            .contains("needs a namespace"),
+        "{refused:?}"
+    );
+
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    create_canary(
+        &ns,
+        json!({"interval": "1s", "threshold": 2, "stepWeight": 20, "maxWeight": 60,
+               "policy": {"policyRef": {"name": good, "kind": "ClusterPolicy"}}}),
+    )
+    .await
+    .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    let failed = wait_phase(&ns, Phase::Failed, LIMIT).await;
+    let s = failed.status.expect("status");
+    assert_eq!(s.policy.map(|p| p.source), Some(format!("ClusterPolicy/{good}")));
+    assert_eq!(
+        s.failed_checks, 2,
+        "the scripted analysis failed as its Policy's config says"
+    );
+    for name in [good, homeless] {
+        let _ = api.delete(&name, &Default::default()).await;
+    }
+    controller.abort();
+}

@@ -662,3 +662,21 @@ async fn publish(ctx: &Context, canary: &Canary, kind: EventKind, reason: &str, 
         tracing::warn!("cannot record event: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::merged_config;
+    use serde_json::json;
+
+    #[test]
+    fn a_canarys_own_config_keys_win_over_its_policys_defaults() {
+        let policy = json!({"margin": 1.0, "window": "1m"});
+        let merged: serde_json::Value =
+            serde_json::from_str(&merged_config(Some(&policy), r#"{"window": "10s"}"#)).expect("json");
+        assert_eq!(merged, json!({"margin": 1.0, "window": "10s"}));
+        assert_eq!(merged_config(Some(&policy), "{}"), policy.to_string());
+        assert_eq!(merged_config(None, r#""fail""#), r#""fail""#);
+        // Not two objects: the Canary's config is taken whole.
+        assert_eq!(merged_config(Some(&policy), r#""fail""#), r#""fail""#);
+    }
+}

@@ -78,6 +78,7 @@ pub struct PolicyComponent {
     analysis: Option<analysis::GuestIndices>,
     imports: Vec<String>,
     exports: Vec<String>,
+    size_bytes: u64,
 }
 
 impl std::fmt::Debug for PolicyComponent {
@@ -162,13 +163,21 @@ impl PolicyComponent {
             analysis,
             imports,
             exports,
+            size_bytes: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
         })
     }
 
-    /// The same component under tighter bounds: a value above the engine's ceiling is lowered to it.
+    /// Size of the component's bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// The same component under the engine's bounds, or tighter ones: a value above the engine's ceiling is
+    /// lowered to it.
     pub fn with_limits(&self, deadline: Option<std::time::Duration>, memory_bytes: Option<usize>) -> Self {
         let ceiling = &self.engine.limits;
         let mut limited = self.clone();
+        limited.limits = ceiling.clone();
         if let Some(d) = deadline {
             limited.limits.deadline = d.min(ceiling.deadline);
         }

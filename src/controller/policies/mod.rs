@@ -27,7 +27,7 @@ use self::fetch::{Scope, fetch};
 use super::status::{condition, upsert_condition};
 use crate::api::{Canary, ClusterPolicy, PolicyKind, PolicyResource, PolicyResourceStatus, PolicySpec};
 use crate::cluster::FIELD_MANAGER;
-use crate::policy::{Grants, is_component};
+use crate::policy::{Grants, PolicyComponent, is_component};
 use crate::registry::PullLimits;
 
 /// A Policy or a ClusterPolicy, seen the same way.
@@ -253,6 +253,12 @@ fn same(a: Option<&Entry>, b: &Entry) -> bool {
     }
 }
 
+/// Which step of a load failed: its condition says why, the later ones say they did not run.
+enum Failed {
+    Fetch(NotReady),
+    Compile(NotReady),
+}
+
 /// Fetches and compiles; returns the store entry and the status to show. Each step's outcome is a condition.
 async fn load(
     ctx: &PolicyContext,
@@ -262,153 +268,127 @@ async fn load(
     generation: Option<i64>,
 ) -> (Entry, PolicyResourceStatus) {
     status.observed_generation = generation;
+    let mut mark = |type_: &str, ok: bool, reason: &str, message: &str| {
+        set(&mut status, type_, ok, reason, message, generation);
+    };
+    let (entry, ready) = match fetch_and_compile(ctx, key, spec).await {
+        Ok((loaded, report)) => {
+            mark("Fetched", true, "Fetched", &report.fetched);
+            mark("Compiled", true, "Compiled", &report.compiled);
+            mark("Ready", true, "Ready", "");
+            let component = &loaded.component;
+            let worlds: Vec<String> = component.worlds().into_iter().map(str::to_owned).collect();
+            status.digest = Some(loaded.digest.clone());
+            status.short_digest = crate::registry::digest_hex(&loaded.digest)
+                .ok()
+                .map(|h| h[..12].to_owned());
+            status.wit_package = component
+                .package_version()
+                .map(|v| format!("{}@{v}", crate::policy::PACKAGE));
+            status.exports_summary = Some(worlds.join(","));
+            status.exports = worlds;
+            status.imports = component.imports().to_vec();
+            status.size_bytes = Some(report.size);
+            (Entry::Ready(loaded), true)
+        }
+        Err(Failed::Fetch(why)) => {
+            mark("Fetched", false, why.reason, &why.message);
+            mark("Compiled", false, "NotFetched", "nothing to compile");
+            mark("Ready", false, why.reason, &why.message);
+            (Entry::NotReady(why), false)
+        }
+        Err(Failed::Compile(why)) => {
+            mark("Compiled", false, why.reason, &why.message);
+            mark("Ready", false, why.reason, &why.message);
+            (Entry::NotReady(why), false)
+        }
+    };
+    if !ready {
+        // What loaded before is no longer what the Policy serves: only the conditions speak now.
+        status = PolicyResourceStatus {
+            observed_generation: status.observed_generation,
+            conditions: std::mem::take(&mut status.conditions),
+            ..PolicyResourceStatus::default()
+        };
+    }
+    (entry, status)
+}
+
+/// What a successful load says in its conditions.
+struct Report {
+    fetched: String,
+    compiled: String,
+    size: u64,
+}
+
+async fn fetch_and_compile(
+    ctx: &PolicyContext,
+    key: &PolicyKey,
+    spec: &PolicySpec,
+) -> Result<(Loaded, Report), Failed> {
     let scope = Scope {
         namespace: key.namespace.as_deref(),
     };
-    let fetched = match fetch(&ctx.client, scope, &spec.source, ctx.limits).await {
-        Ok(f) => f,
-        Err(why) => {
-            set(
-                &mut status,
-                "Fetched",
-                false,
-                why.reason,
-                &why.message,
-                generation,
-            );
-            set(
-                &mut status,
-                "Compiled",
-                false,
-                "NotFetched",
-                "nothing to compile",
-                generation,
-            );
-            return not_ready(status, why, generation);
-        }
-    };
-    let size = fetched.bytes.len();
-    set(
-        &mut status,
-        "Fetched",
-        true,
-        "Fetched",
-        &format!("{} bytes from {}, digest verified", size, fetched.from),
-        generation,
-    );
-    status.size_bytes = u64::try_from(size).ok();
+    let compile_failed =
+        |reason: &'static str, message: String| Failed::Compile(NotReady { reason, message });
+    // A registry blob is content-addressed: a digest already loaded is not pulled again.
+    if let Some(oci) = &spec.source.oci
+        && let Some(component) = ctx.store.in_memory(&oci.digest)
+    {
+        return finish(
+            spec,
+            component,
+            format!("oci://{} (loaded before)", oci.reference),
+            &oci.digest,
+        )
+        .map_err(Failed::Compile);
+    }
+    let fetched = fetch(&ctx.client, scope, &spec.source, ctx.limits)
+        .await
+        .map_err(Failed::Fetch)?;
     if !is_component(&fetched.bytes) {
-        let why = NotReady {
-            reason: "NotAComponent",
-            message: format!("{} is not a WebAssembly component", fetched.from),
-        };
-        set(
-            &mut status,
-            "Compiled",
-            false,
-            why.reason,
-            &why.message,
-            generation,
-        );
-        return not_ready(status, why, generation);
+        let message = format!("{} is not a WebAssembly component", fetched.from);
+        return Err(compile_failed("NotAComponent", message));
     }
     let engine = ctx.store.engine().clone();
     let name = key.to_string();
     let bytes = Arc::new(fetched.bytes);
     let for_compile = bytes.clone();
-    let compiled = tokio::task::spawn_blocking(move || engine.load(&name, &for_compile, Grants::ALL)).await;
-    let component = match compiled {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            let why = NotReady {
-                reason: store::compile_reason(&e),
-                message: e.to_string(),
-            };
-            set(
-                &mut status,
-                "Compiled",
-                false,
-                why.reason,
-                &why.message,
-                generation,
-            );
-            return not_ready(status, why, generation);
-        }
-        Err(e) => {
-            let why = NotReady {
-                reason: "CompileFailed",
-                message: format!("compile task: {e}"),
-            };
-            set(
-                &mut status,
-                "Compiled",
-                false,
-                why.reason,
-                &why.message,
-                generation,
-            );
-            return not_ready(status, why, generation);
-        }
-    };
-    let (deadline, memory) = match limits_of(spec) {
-        Ok(l) => l,
-        Err(why) => {
-            set(
-                &mut status,
-                "Compiled",
-                false,
-                why.reason,
-                &why.message,
-                generation,
-            );
-            return not_ready(status, why, generation);
-        }
-    };
-    let component = if deadline.is_some() || memory.is_some() {
-        Arc::new(component.with_limits(deadline, memory))
-    } else {
-        component
-    };
+    let component = tokio::task::spawn_blocking(move || engine.load(&name, &for_compile, Grants::ALL))
+        .await
+        .map_err(|e| compile_failed("CompileFailed", format!("compile task: {e}")))?
+        .map_err(|e| compile_failed(store::compile_reason(&e), e.to_string()))?;
     ctx.store.keep_blob(&fetched.digest, &bytes);
-    let worlds: Vec<String> = component.worlds().into_iter().map(str::to_owned).collect();
-    status.digest = Some(fetched.digest.clone());
-    status.short_digest = crate::registry::digest_hex(&fetched.digest)
-        .ok()
-        .map(|h| h[..12].to_owned());
-    status.wit_package = component
-        .package_version()
-        .map(|v| format!("{}@{v}", crate::policy::PACKAGE));
-    status.exports_summary = Some(worlds.join(","));
-    status.exports = worlds;
-    status.imports = component.imports().to_vec();
-    set(
-        &mut status,
-        "Compiled",
-        true,
-        "Compiled",
-        &format!(
+    finish(spec, component, fetched.from, &fetched.digest).map_err(Failed::Compile)
+}
+
+/// A compiled component under the Policy's own limits, and what its conditions say.
+fn finish(
+    spec: &PolicySpec,
+    component: Arc<PolicyComponent>,
+    from: String,
+    digest: &str,
+) -> Result<(Loaded, Report), NotReady> {
+    let (deadline, memory) = limits_of(spec)?;
+    // Always from the engine's ceilings: a component loaded before may carry another Policy's limits.
+    let component = Arc::new(component.with_limits(deadline, memory));
+    let limits = component.limits();
+    let size = component.size_bytes();
+    let report = Report {
+        fetched: format!("{size} bytes from {from}, digest verified"),
+        compiled: format!(
             "deadline {} ms, memory {} MiB",
-            component.limits().deadline.as_millis(),
-            component.limits().memory_bytes >> 20
+            limits.deadline.as_millis(),
+            limits.memory_bytes >> 20
         ),
-        generation,
-    );
-    set(&mut status, "Ready", true, "Ready", "", generation);
+        size,
+    };
     let loaded = Loaded {
         component,
         config: spec.config.clone(),
-        digest: fetched.digest,
+        digest: digest.to_owned(),
     };
-    (Entry::Ready(loaded), status)
-}
-
-fn not_ready(
-    mut status: PolicyResourceStatus,
-    why: NotReady,
-    generation: Option<i64>,
-) -> (Entry, PolicyResourceStatus) {
-    set(&mut status, "Ready", false, why.reason, &why.message, generation);
-    (Entry::NotReady(why), status)
+    Ok((loaded, report))
 }
 
 fn set(

@@ -184,10 +184,15 @@ impl PolicyStore {
         Some(self.blob_dir.as_ref()?.join("sha256").join(format!("{hex}.wasm")))
     }
 
+    /// A component already loaded by its digest (content-addressed: a registry need not be asked again).
+    pub fn in_memory(&self, digest: &str) -> Option<Arc<PolicyComponent>> {
+        self.by_digest.lock().ok().and_then(|m| m.get(digest).cloned())
+    }
+
     /// The component a rollout pinned: in memory, or from the on-disk copy (verified, compiled off the
     /// runtime). `None` when neither has it.
     pub async fn pinned(self: &Arc<Self>, digest: &str) -> Option<Arc<PolicyComponent>> {
-        if let Some(found) = self.by_digest.lock().ok().and_then(|m| m.get(digest).cloned()) {
+        if let Some(found) = self.in_memory(digest) {
             return Some(found);
         }
         let path = self.blob_path(digest)?;
@@ -345,4 +350,151 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
         return Err(format!("larger than the limit of {max} bytes"));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Limits;
+
+    fn store(policy_dir: Option<PathBuf>, blob_dir: Option<PathBuf>) -> Arc<PolicyStore> {
+        let engine = PolicyEngine::new(Limits::default(), None).expect("engine");
+        Arc::new(PolicyStore::new(engine, policy_dir, blob_dir, 1 << 20).expect("store"))
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fledge-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    fn key(name: &str) -> PolicyKey {
+        PolicyKey {
+            kind: PolicyKind::Policy,
+            namespace: Some("test".into()),
+            name: name.into(),
+        }
+    }
+
+    fn selector(name: &str) -> PolicySelector {
+        PolicySelector::Resource {
+            kind: PolicyKind::Policy,
+            name: name.into(),
+        }
+    }
+
+    fn ready(store: &PolicyStore, digest: &str) -> Entry {
+        Entry::Ready(Loaded {
+            component: store.default_policy(),
+            config: None,
+            digest: digest.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_rollout_keeps_its_pinned_digest_after_the_policy_moved_on() {
+        let store = store(None, None);
+        store.set(key("judge"), ready(&store, "sha256:old"));
+        store.set(key("judge"), ready(&store, "sha256:new"));
+        let now = store
+            .resolve(&selector("judge"), "test", None)
+            .await
+            .expect("ready");
+        assert_eq!(now.digest, "sha256:new");
+        let pinned = store
+            .resolve(&selector("judge"), "test", Some("sha256:old"))
+            .await
+            .expect("pinned digest still loaded");
+        assert_eq!(pinned.digest, "sha256:old");
+    }
+
+    #[tokio::test]
+    async fn a_pinned_digest_nobody_has_any_more_is_not_ready_rather_than_swapped() {
+        let store = store(None, None);
+        store.set(key("judge"), ready(&store, "sha256:new"));
+        store.evict_unused(&HashSet::new());
+        let missing = store
+            .resolve(&selector("judge"), "test", Some("sha256:gone"))
+            .await
+            .expect_err("not swapped silently");
+        assert_eq!(missing.reason, "PinnedDigestUnavailable");
+    }
+
+    #[tokio::test]
+    async fn components_no_policy_or_rollout_uses_are_evicted() {
+        let store = store(None, None);
+        store.set(key("judge"), ready(&store, "sha256:old"));
+        store.set(key("judge"), ready(&store, "sha256:new"));
+        store.evict_unused(&HashSet::from(["sha256:pinned".to_owned()]));
+        assert!(
+            store.pinned("sha256:old").await.is_none(),
+            "unused digest evicted"
+        );
+        assert!(store.pinned("sha256:new").await.is_some(), "served digest kept");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_controller_finds_a_pinned_component_on_disk_and_verifies_it() {
+        let blobs = temp_dir("blobs");
+        let bytes = crate::policy::builtin(BUILTIN_DEFAULT).expect("builtin");
+        let digest = crate::registry::sha256(bytes);
+        store(None, Some(blobs.clone())).keep_blob(&digest, bytes);
+        let restarted = store(None, Some(blobs.clone()));
+        assert!(restarted.pinned(&digest).await.is_some());
+        // Bytes that do not match their name are never loaded.
+        let other = crate::registry::sha256(b"other");
+        let hex = crate::registry::digest_hex(&other).expect("hex");
+        std::fs::write(blobs.join("sha256").join(format!("{hex}.wasm")), bytes).expect("write");
+        assert!(restarted.pinned(&other).await.is_none());
+        let _ = std::fs::remove_dir_all(&blobs);
+    }
+
+    #[tokio::test]
+    async fn policy_dir_files_are_capped_and_special_files_are_refused_without_reading() {
+        let dir = temp_dir("dir");
+        let store = store(Some(dir.clone()), None);
+        std::fs::write(dir.join("big.wasm"), vec![0u8; (1 << 20) + 1]).expect("big");
+        let big = store
+            .resolve(&PolicySelector::File("big.wasm".into()), "test", None)
+            .await;
+        assert_eq!(big.expect_err("over the cap").reason, "TooLarge");
+        let fifo = dir.join("fifo.wasm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        // Opening a FIFO for reading would block until a writer comes: it must be refused first.
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.resolve(&PolicySelector::File("fifo.wasm".into()), "test", None),
+        )
+        .await
+        .expect("answers at once");
+        assert_eq!(refused.expect_err("a FIFO").reason, "FileUnreadable");
+        let bytes = crate::policy::builtin(BUILTIN_DEFAULT).expect("builtin");
+        std::fs::write(dir.join("default.wasm"), bytes).expect("write");
+        let loaded = store
+            .resolve(&PolicySelector::File("default.wasm".into()), "test", None)
+            .await
+            .expect("a regular component file loads");
+        assert_eq!(loaded.digest, crate::registry::sha256(bytes));
+        let none = self::store(None, None)
+            .resolve(&PolicySelector::File("default.wasm".into()), "test", None)
+            .await;
+        assert_eq!(none.expect_err("no --policy-dir").reason, "NoPolicyDir");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_policy_is_not_ready_with_its_name() {
+        let store = store(None, None);
+        let missing = store
+            .resolve(&selector("nope"), "test", None)
+            .await
+            .expect_err("not found");
+        assert_eq!(missing.reason, "PolicyNotFound");
+        assert!(missing.message.contains("test/nope"), "{}", missing.message);
+    }
 }
