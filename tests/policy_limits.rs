@@ -158,8 +158,16 @@ fn a_policys_own_limits_tighten_the_engines_and_never_loosen_them() {
         .load("hostile", &built_component("fledge_policy_hostile"), Grants::ALL)
         .expect("load");
     let loose = hostile.with_limits(Some(std::time::Duration::from_secs(5)), Some(1 << 30));
-    assert_eq!(loose.limits().deadline, engine.limits().deadline, "capped at the controller's deadline");
-    assert_eq!(loose.limits().memory_bytes, engine.limits().memory_bytes, "capped at the controller's memory");
+    assert_eq!(
+        loose.limits().deadline,
+        engine.limits().deadline,
+        "capped at the controller's deadline"
+    );
+    assert_eq!(
+        loose.limits().memory_bytes,
+        engine.limits().memory_bytes,
+        "capped at the controller's memory"
+    );
 
     let tight = hostile.with_limits(Some(std::time::Duration::from_millis(20)), None);
     let mut r = rollout(AnalysisSettings::default());
@@ -167,7 +175,13 @@ fn a_policys_own_limits_tighten_the_engines_and_never_loosen_them() {
     let started = Instant::now();
     let err = tight.step(&r).expect_err("an endless loop must not answer");
     assert!(matches!(err, PolicyError::Timeout { deadline_ms: 20 }), "{err:?}");
-    assert!(started.elapsed() < std::time::Duration::from_millis(80), "stopped at its own deadline");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(80),
+        "stopped at its own deadline"
+    );
     // Limits come from the engine each time: re-limiting drops the earlier ones.
-    assert_eq!(tight.with_limits(None, None).limits().deadline, engine.limits().deadline);
+    assert_eq!(
+        tight.with_limits(None, None).limits().deadline,
+        engine.limits().deadline
+    );
 }
