@@ -54,8 +54,9 @@ struct ControllerArgs {
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "FLEDGE_LISTEN", default_value = "0.0.0.0:8080")]
     listen: std::net::SocketAddr,
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, env = "FLEDGE_LOG_LEVEL", default_value = "info")]
+    /// Log level; RUST_LOG overrides it.
+    #[arg(long, env = "FLEDGE_LOG_LEVEL", default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
     /// Log JSON lines instead of text.
     #[arg(long, env = "FLEDGE_LOG_JSON")]
@@ -75,9 +76,10 @@ struct ControllerArgs {
     /// Wall-clock limit of one policy call.
     #[arg(long, env = "FLEDGE_POLICY_DEADLINE", default_value = "100ms", value_parser = parse_duration)]
     policy_deadline: std::time::Duration,
-    /// Memory limit of one policy instance, in MiB.
-    #[arg(long, env = "FLEDGE_POLICY_MEMORY_MIB", default_value_t = 64)]
-    policy_memory_mib: usize,
+    /// Memory limit of one policy instance, in MiB (at least 1).
+    #[arg(long, env = "FLEDGE_POLICY_MEMORY_MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    policy_memory_mib: u32,
     /// Canaries reconciled at once.
     #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
@@ -161,19 +163,10 @@ enum PolicyCommand {
     },
 }
 
-/// `30s`, `2m`, `500ms`.
+/// A Go duration: `30s`, `1m30s`, `500ms`.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s"))?;
-    match unit {
-        "ms" => Ok(std::time::Duration::from_millis(n)),
-        "s" => Ok(std::time::Duration::from_secs(n)),
-        "m" => Ok(std::time::Duration::from_secs(n * 60)),
-        _ => Err(format!("{text:?}: unit must be ms, s or m")),
-    }
+    fledge::api::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 10s, 1m30s or 500ms"))
 }
 
 fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
@@ -181,7 +174,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let limits = fledge::policy::Limits {
             deadline: args.policy_deadline,
-            memory_bytes: args.policy_memory_mib << 20,
+            memory_bytes: usize::try_from(args.policy_memory_mib).unwrap_or(usize::MAX) << 20,
             ..Default::default()
         };
         let cache = policy::default_cache_dir();
@@ -240,6 +233,10 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             fledge::controller::Ended::Signal => ExitCode::SUCCESS,
             // Exit non-zero so the pod restarts and stands by for the Lease again.
             fledge::controller::Ended::LeaseLost => ExitCode::from(1),
+            fledge::controller::Ended::SetupFailed(why) => {
+                tracing::error!("cannot start: {why}");
+                ExitCode::from(1)
+            }
         })
     })
 }

@@ -40,7 +40,12 @@ pub struct CanarySpec {
     /// Prometheus address for this canary's metrics, overriding the controller's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_server: Option<String>,
-    /// The Deployment being rolled out.
+    /// The Deployment being rolled out. Immutable: retargeting would strand the first app at 0 replicas;
+    /// delete the Canary (which restores it) and create another.
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.name == oldSelf.name && self.kind == oldSelf.kind",
+        "message": "targetRef is immutable: delete this Canary (fledge restores its target) and create one for the other Deployment"
+    }]))]
     pub target_ref: TargetRef,
     /// A HorizontalPodAutoscaler of the target, copied for the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,9 +171,9 @@ pub struct CanaryService {
     "!(has(self.stepWeight) && self.stepWeight == 0 && (!has(self.stepWeights) || size(self.stepWeights) == 0))"
 ).message("stepWeight 0 never moves traffic: set stepWeight > 0 or stepWeights"))]
 pub struct CanaryAnalysis {
-    /// Time between analysis runs, e.g. `1m`, `30s` (default 60s, at least 10s).
+    /// Time between analysis runs, a Go duration as in Flagger: `1m`, `30s`, `1m30s` (default 60s, at least 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(m|s)$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub interval: Option<String>,
     /// Failed checks before rollback (default 1... as Flagger: values <= 0 mean 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,8 +229,9 @@ pub struct CanaryAnalysis {
 #[serde(rename_all = "camelCase")]
 pub struct CanaryMetric {
     pub name: String,
+    /// The query's range, e.g. `1m`, `1m30s` (a duration both Go and PromQL read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(m|s)$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub interval: Option<String>,
     /// Deprecated in Flagger: a minimum (success rate) or maximum (duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]

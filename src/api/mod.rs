@@ -3,6 +3,7 @@
 //! `Policy` / `ClusterPolicy` that hold policy components.
 
 mod canary;
+mod duration;
 mod metric_template;
 mod policy;
 mod schema;

@@ -24,7 +24,7 @@ pub enum SpecError {
     UnsupportedTarget(String),
     #[error("provider {0} is not supported: fledge routes traffic with Istio (provider istio or unset)")]
     UnsupportedProvider(String),
-    #[error("analysis.interval {0:?} is not a duration like 30s or 1m")]
+    #[error("analysis.interval {0:?} is not a duration like 30s, 1m30s or 1h")]
     BadInterval(String),
     #[error("{field} is {value}, outside 0..=100")]
     WeightOutOfRange { field: &'static str, value: i32 },
@@ -40,7 +40,19 @@ pub enum SpecError {
     BadWebhook { name: String, why: String },
     #[error("analysis.policy: {0}")]
     BadPolicy(String),
+    #[error(
+        "{field} {name:?} is too long: fledge derives {derived:?} ({len} characters), and Kubernetes allows {MAX_NAME} for a Service name or label value"
+    )]
+    NameTooLong {
+        field: &'static str,
+        name: String,
+        derived: String,
+        len: usize,
+    },
 }
+
+/// Kubernetes' limit on a Service name (a DNS label) and on a label value.
+pub const MAX_NAME: usize = 63;
 
 impl SpecError {
     /// Bounded label for metrics and event reasons.
@@ -56,6 +68,7 @@ impl SpecError {
             Self::BadMetric { .. } => "bad_metric",
             Self::BadWebhook { .. } => "bad_webhook",
             Self::BadPolicy(_) => "bad_policy",
+            Self::NameTooLong { .. } => "name_too_long",
         }
     }
 }
@@ -153,7 +166,7 @@ fn metric(m: &CanaryMetric) -> Result<MetricSpec, SpecError> {
         .unwrap_or_else(|| DEFAULT_METRIC_INTERVAL.into());
     if parse_duration(&interval).is_none() {
         return Err(bad(format!(
-            "interval {interval:?} is not a duration like 30s or 1m"
+            "interval {interval:?} is not a duration like 30s, 1m30s or 1h"
         )));
     }
     let source = match (&m.template_ref, &m.query) {
@@ -249,6 +262,14 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
     {
         return Err(SpecError::UnsupportedProvider(provider.to_owned()));
     }
+    let service = spec
+        .service
+        .name
+        .clone()
+        .unwrap_or_else(|| spec.target_ref.name.clone());
+    // `<target>-primary` labels the primary's pods; `<service>-primary` and `-canary` are Services.
+    derived_fits("targetRef.name", &spec.target_ref.name)?;
+    derived_fits("service.name", &service)?;
     let empty = CanaryAnalysis::default();
     let analysis = spec.analysis.as_ref().unwrap_or(&empty);
     let percent = |field: &'static str, v: Option<i32>| -> Result<Option<u32>, SpecError> {
@@ -290,11 +311,7 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
     let has_match = has_match(analysis);
     Ok(ValidSpec {
         target: spec.target_ref.name.clone(),
-        service: spec
-            .service
-            .name
-            .clone()
-            .unwrap_or_else(|| spec.target_ref.name.clone()),
+        service,
         port: spec.service.port,
         port_name: spec.service.port_name.clone().unwrap_or_else(|| "http".into()),
         interval,
@@ -328,6 +345,20 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         canary_ready_percent: percent("analysis.canaryReadyThreshold", analysis.canary_ready_threshold)?
             .unwrap_or(100),
         ignored: ignored(analysis),
+    })
+}
+
+/// The longest name fledge derives from `name` (`<name>-primary`) must be a valid Service name and label value.
+fn derived_fits(field: &'static str, name: &str) -> Result<(), SpecError> {
+    let derived = format!("{name}-primary");
+    if derived.len() <= MAX_NAME {
+        return Ok(());
+    }
+    Err(SpecError::NameTooLong {
+        field,
+        name: name.to_owned(),
+        len: derived.len(),
+        derived,
     })
 }
 
@@ -418,24 +449,12 @@ fn ignored(analysis: &CanaryAnalysis) -> Vec<&'static str> {
 
 /// `30s` → 30 s, `2m` → 120 s.
 fn parse_interval(text: &str) -> Option<Duration> {
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    match unit {
-        "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        _ => None,
-    }
+    parse_duration(text)
 }
 
-/// Like [`parse_interval`], also `500ms` and `1h` (webhook timeouts, PromQL ranges).
+/// A Go duration, as Flagger's fields take them: `30s`, `1m30s`, `1h`, `500ms`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    if let Some(ms) = text.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    if let Some(h) = text.strip_suffix('h') {
-        return h.parse::<u64>().ok()?.checked_mul(3600).map(Duration::from_secs);
-    }
-    parse_interval(text)
+    super::duration::parse_go_duration(text)
 }
 
 #[cfg(test)]
@@ -449,6 +468,29 @@ mod tests {
             "analysis": analysis,
         }))
         .expect("spec")
+    }
+
+    #[test]
+    fn names_whose_derived_objects_exceed_kubernetes_limits_are_refused_with_the_derived_name() {
+        let mut s = spec(serde_json::json!({}));
+        s.target_ref.name = "a".repeat(55);
+        assert!(validate(&s).is_ok(), "55 + -primary = 63 fits");
+        s.target_ref.name = "a".repeat(56);
+        let err = validate(&s).expect_err("64 does not");
+        assert_eq!(err.category(), "name_too_long");
+        assert!(
+            err.to_string().contains(&format!("{}-primary", "a".repeat(56))),
+            "{err}"
+        );
+        assert!(err.to_string().contains("64 characters"), "{err}");
+        let mut s = spec(serde_json::json!({}));
+        s.service.name = Some("s".repeat(60));
+        assert!(
+            validate(&s)
+                .expect_err("service")
+                .to_string()
+                .contains("service.name")
+        );
     }
 
     #[test]
@@ -567,6 +609,13 @@ mod tests {
                 .interval
                 .as_secs(),
             120
+        );
+        assert_eq!(
+            validate(&spec(serde_json::json!({"interval": "1m30s"})))
+                .expect("a Go duration, as Flagger takes it")
+                .interval
+                .as_secs(),
+            90
         );
         assert_eq!(
             validate(&spec(serde_json::json!({"interval": "soon"}))),

@@ -75,11 +75,25 @@ impl Actor<'_> {
                     .await?;
             }
             Action::ScaleTarget { replicas } => {
+                // A target that is gone has nothing to scale.
                 let current = self.snapshot.observed.target.map(|t| t.replicas);
-                if current != Some(*replicas) {
+                if current.is_some_and(|c| c != *replicas) {
                     let patch = serde_json::json!({"spec": {"replicas": replicas}});
                     self.deployments()
                         .patch_scale(&self.spec.target, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                }
+            }
+            Action::ScalePrimary { replicas } => {
+                let current = self.snapshot.observed.primary.map(|p| p.replicas);
+                if current.is_some_and(|c| c != *replicas) {
+                    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+                    self.deployments()
+                        .patch_scale(
+                            &super::primary_name(&self.spec.target),
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
                         .await?;
                 }
             }

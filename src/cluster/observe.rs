@@ -47,7 +47,7 @@ pub async fn observe(
 ) -> Result<Snapshot, ClusterError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let Some(target) = deployments.get_opt(&spec.target).await? else {
-        return Ok(Snapshot::default());
+        return without_target(client, namespace, spec).await;
     };
     let label = selector_label(&target, selector_labels)?;
     let refs = target
@@ -76,14 +76,45 @@ pub async fn observe(
             tracked_configs: configs.clone(),
             routed_canary_weight: routed,
             routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
-            // The controller knows this, not the cluster read.
+            // The controller knows these, not the cluster read.
             policy_blocked: None,
+            target_missing_secs: 0,
         },
         tracked: configs.into_keys().collect(),
         label: Some(label),
         target: Some(target),
         apex,
         virtual_service,
+    })
+}
+
+/// The target is gone: what still routes and serves (the primary, the VirtualService), so the tick can send
+/// every request to the primary.
+async fn without_target(
+    client: &Client,
+    namespace: &str,
+    spec: &ValidSpec,
+) -> Result<Snapshot, ClusterError> {
+    let primary = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get_opt(&primary_name(&spec.target))
+        .await?;
+    let virtual_service = IstioRouter::new(client.clone(), namespace)
+        .virtual_service(&spec.service)
+        .await?;
+    let now = Timestamp::now();
+    Ok(Snapshot {
+        observed: Observed {
+            primary: primary
+                .as_ref()
+                .map(|p| reading_with(p, now, spec.primary_ready_percent)),
+            routed_canary_weight: virtual_service
+                .as_ref()
+                .and_then(|vs| canary_weight(vs, &spec.service)),
+            routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
+            ..Observed::default()
+        },
+        virtual_service,
+        ..Snapshot::default()
     })
 }
 

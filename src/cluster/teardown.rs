@@ -73,21 +73,29 @@ pub async fn teardown(
         )));
     }
 
-    // The target serves: give the apex Service back to it.
+    // The target serves: give the apex Service back to it. One fledge created stays too (clients use its
+    // name), selecting the target and no longer owned by the Canary, so garbage collection leaves it.
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    if let Some(apex) = services.get_opt(&spec.service).await?
-        && !owned(apex.metadata.owner_references.as_deref(), owner)
-    {
+    if let Some(apex) = services.get_opt(&spec.service).await? {
         let original = original_selector(&apex, &label);
         let mut selector: serde_json::Map<String, Value> =
             original.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         if !original.contains_key(&label.0) {
             selector.insert(label.0.clone(), Value::Null);
         }
-        let patch = json!({
+        let mut patch = json!({
             "metadata": {"annotations": {ORIGINAL_SELECTOR: null}},
             "spec": {"selector": selector},
         });
+        let refs = apex.metadata.owner_references.as_deref();
+        if owned(refs, owner) {
+            let others: Vec<&OwnerReference> = refs
+                .into_iter()
+                .flatten()
+                .filter(|o| o.uid != owner.uid)
+                .collect();
+            patch["metadata"]["ownerReferences"] = json!(others);
+        }
         services
             .patch(&spec.service, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;

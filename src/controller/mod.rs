@@ -76,12 +76,14 @@ impl Default for Options {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
     /// SIGTERM or Ctrl-C: a clean stop.
     Signal,
     /// The Lease was lost: another replica acts now; this one must not.
     LeaseLost,
+    /// The controller could not start (a missing CRD, a policy engine that cannot load the default).
+    SetupFailed(String),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -102,6 +104,9 @@ pub async fn shutdown_signal() {
 
 /// Runs the controller until the process is stopped (or, with leader election, loses its Lease).
 pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ended {
+    if let Err(why) = crds_installed(&client).await {
+        return Ended::SetupFailed(why);
+    }
     if let Some(lease) = &options.lease {
         tokio::select! {
             () = leader::acquire(&client, lease) => {}
@@ -128,10 +133,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         options.policy_fetch.max_bytes,
     ) {
         Ok(store) => Arc::new(store),
-        Err(e) => {
-            tracing::error!("cannot start: {e}");
-            return Ended::Signal;
-        }
+        Err(e) => return Ended::SetupFailed(e.to_string()),
     };
     let ctx = match Context::new(
         client.clone(),
@@ -141,10 +143,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         reader.clone(),
     ) {
         Ok(ctx) => Arc::new(ctx),
-        Err(e) => {
-            tracing::error!("cannot start: {e}");
-            return Ended::Signal;
-        }
+        Err(e) => return Ended::SetupFailed(e.to_string()),
     };
     // Policy reconcilers wake the Canaries that use a policy once it changed.
     let (wake, woken) = futures::channel::mpsc::unbounded();
@@ -223,6 +222,45 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
     Ended::Signal
 }
 
+/// fledge's resources, which it cannot run without.
+const RESOURCES: [&str; 4] = ["canaries", "metrictemplates", "policies", "clusterpolicies"];
+
+/// Fails with the CRDs that are missing (or the API's answer), so a controller without its CRDs stops with a
+/// clear error instead of watching nothing.
+async fn crds_installed(client: &Client) -> Result<(), String> {
+    let missing = |names: &[&str]| {
+        let crds: Vec<String> = names.iter().map(|n| format!("{n}.fledge.dev")).collect();
+        format!(
+            "CRD {} not installed (apply deploy/crds.yaml, or `fledge crds | kubectl apply --server-side -f -`)",
+            crds.join(", ")
+        )
+    };
+    let group = match kube::discovery::group(client, "fledge.dev").await {
+        Ok(group) => group,
+        Err(kube::Error::Api(e)) if e.code == 404 => return Err(missing(&RESOURCES)),
+        Err(e) => return Err(format!("cannot discover fledge.dev: {e}")),
+    };
+    let served: Vec<String> = group
+        .recommended_resources()
+        .into_iter()
+        .map(|(r, _)| r.plural)
+        .collect();
+    let absent = absent(&served);
+    if absent.is_empty() {
+        Ok(())
+    } else {
+        Err(missing(&absent))
+    }
+}
+
+/// fledge's resources missing from what the API serves.
+fn absent(served: &[String]) -> Vec<&'static str> {
+    RESOURCES
+        .into_iter()
+        .filter(|r| !served.iter().any(|s| s == r))
+        .collect()
+}
+
 fn namespaced_or_all<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -268,4 +306,17 @@ fn canaries_tracking<K: ResourceExt>(store: &Store<Canary>, kind: &str, obj: &K)
         })
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absent;
+
+    #[test]
+    fn every_missing_crd_is_named() {
+        let served = ["canaries".to_owned(), "metrictemplates".to_owned()];
+        assert_eq!(absent(&served), ["policies", "clusterpolicies"]);
+        let all = ["canaries", "metrictemplates", "policies", "clusterpolicies"].map(str::to_owned);
+        assert!(absent(&all).is_empty());
+    }
 }

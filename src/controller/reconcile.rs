@@ -239,8 +239,11 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let mut snapshot = observe(&ctx.client, &namespace, &spec, &ctx.options.selector_labels).await?;
     snapshot.observed.policy_blocked = blocked.as_ref().map(|why| PolicyBlocked {
         why: format!("{}: {}: {}", spec.policy, why.reason, why.message),
-        for_secs: false_for_secs(status, "PolicyReady"),
+        for_secs: false_for_secs(status, "PolicyReady", None),
     });
+    if snapshot.target.is_none() {
+        snapshot.observed.target_missing_secs = false_for_secs(status, "Ready", Some("TargetNotFound"));
+    }
     let state = state_of(status);
     if let Some(wait) = not_due(&spec, &state, status, &snapshot) {
         return Ok(Requeue::requeue(wait));
@@ -370,10 +373,10 @@ fn previous_condition<'a>(status: Option<&'a CanaryStatus>, type_: &str) -> Opti
     status?.conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// How long the condition `type_` has been False; 0 when it is not.
-fn false_for_secs(status: Option<&CanaryStatus>, type_: &str) -> u64 {
+/// How long the condition `type_` has been False (for `reason`, when given); 0 when it is not.
+fn false_for_secs(status: Option<&CanaryStatus>, type_: &str, reason: Option<&str>) -> u64 {
     previous_condition(status, type_)
-        .filter(|c| c.status == "False")
+        .filter(|c| c.status == "False" && reason.is_none_or(|r| c.reason == r))
         .and_then(|c| {
             u64::try_from(
                 Timestamp::now()
@@ -560,7 +563,11 @@ fn not_due(
     }
     let restarted = matches!(state.phase, Some(Phase::Progressing | Phase::WaitingPromotion))
         && Some(&snapshot.observed.revision) != state.last_applied.as_ref();
-    if restarted {
+    // A workload that vanished or lost its replicas cannot wait for the interval: traffic may be headed
+    // where nothing serves.
+    let obs = &snapshot.observed;
+    let serving_lost = obs.target.is_none() || obs.primary.is_some_and(|p| p.replicas == 0);
+    if restarted || serving_lost {
         return None;
     }
     let last = status.and_then(|s| s.last_tick_time.as_ref())?.0;

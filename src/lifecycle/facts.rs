@@ -32,6 +32,8 @@ pub struct Observed {
     pub routed_mirror: bool,
     /// The canary's policy cannot judge (its Policy is not Ready): nothing moves until it can.
     pub policy_blocked: Option<PolicyBlocked>,
+    /// Seconds since the target was first seen missing; 0 while it exists.
+    pub target_missing_secs: u64,
 }
 
 /// Why the policy cannot judge, and for how long it has not.

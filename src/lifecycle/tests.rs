@@ -840,3 +840,95 @@ fn initialising_needs_no_policy() {
     );
     assert_eq!(t.state.phase, Some(Phase::Initialized));
 }
+
+fn target_gone(for_secs: u64) -> Observed {
+    Observed {
+        target: None,
+        routed_canary_weight: Some(40),
+        target_missing_secs: for_secs,
+        ..observed("r2")
+    }
+}
+
+#[test]
+fn a_target_deleted_mid_rollout_sends_every_request_to_the_primary_at_once() {
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &progressing_at(40, "r2"),
+        &target_gone(3),
+        &mut Unreachable,
+    );
+    assert_eq!(route(&t), Some((100, 0)));
+    assert_eq!(t.state.canary_weight, 0);
+    assert_eq!(t.state.phase, Some(Phase::Progressing));
+    assert!(!t.actions.iter().any(|a| matches!(a, Action::ScaleTarget { .. })));
+}
+
+#[test]
+fn a_target_gone_past_the_progress_deadline_fails_the_rollout() {
+    let spec = seed_spec();
+    let past = spec.progress_deadline.as_secs() + 1;
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(40, "r2"),
+        &target_gone(past),
+        &mut Unreachable,
+    );
+    assert_eq!(t.state.phase, Some(Phase::Failed));
+    assert_eq!(route(&t), Some((100, 0)));
+    assert!(
+        events(&t)
+            .iter()
+            .any(|e| e.starts_with("Rolling back") && e.contains("not found"))
+    );
+}
+
+#[test]
+fn a_target_gone_while_promoting_finishes_once_the_primary_serves() {
+    let state = State {
+        phase: Some(Phase::Promoting),
+        ..progressing_at(40, "r2")
+    };
+    let t = tick(&id(), &seed_spec(), &state, &target_gone(1), &mut Unreachable);
+    assert_eq!(t.state.phase, Some(Phase::Succeeded));
+    assert_eq!(route(&t), Some((100, 0)));
+    let mut not_ready = target_gone(1);
+    not_ready.primary = Some(Workload {
+        ready: false,
+        ..ready(2).expect("workload")
+    });
+    let t = tick(&id(), &seed_spec(), &state, &not_ready, &mut Unreachable);
+    assert_eq!(
+        t.state.phase,
+        Some(Phase::Promoting),
+        "no Succeeded while the primary does not serve"
+    );
+    assert_eq!(route(&t), Some((100, 0)));
+}
+
+#[test]
+fn a_primary_scaled_to_zero_mid_rollout_is_scaled_back_and_nothing_advances() {
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(40);
+    obs.primary = Some(Workload {
+        replicas: 0,
+        ..ready(0).expect("workload")
+    });
+    let state = progressing_at(40, "r2");
+    let t = tick(&id(), &seed_spec(), &state, &obs, &mut Unreachable);
+    assert!(has(&t, &Action::ScalePrimary { replicas: 2 }), "{:?}", t.actions);
+    assert_eq!(t.state, state, "no analysis, no step");
+    let promoting = State {
+        phase: Some(Phase::Promoting),
+        ..state
+    };
+    let t = tick(&id(), &seed_spec(), &promoting, &obs, &mut Unreachable);
+    assert_eq!(
+        t.state.phase,
+        Some(Phase::Promoting),
+        "never Succeeded on a primary with no pods"
+    );
+    assert!(has(&t, &Action::ScalePrimary { replicas: 2 }));
+}

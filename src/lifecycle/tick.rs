@@ -73,6 +73,8 @@ pub enum Action {
     Route(Split),
     /// Set the target's replicas.
     ScaleTarget { replicas: i32 },
+    /// Set the primary's replicas (it was scaled to 0 by hand mid-rollout).
+    ScalePrimary { replicas: i32 },
     /// Record a Kubernetes event on the Canary.
     Event {
         kind: EventKind,
@@ -150,13 +152,7 @@ impl Ticker<'_> {
             return;
         }
         if self.obs.target.is_none() {
-            let target = format!("{}.{}", self.spec.target, self.id.namespace);
-            self.event(
-                EventKind::Warning,
-                format!("Halt advancement: deployment {target} not found"),
-            );
-            self.out.requeue = Some(self.spec.interval);
-            return;
+            return self.target_gone();
         }
         if let Some(blocked) = &self.obs.policy_blocked
             && self.hold_for_policy(blocked)
@@ -168,10 +164,81 @@ impl Ticker<'_> {
             Some(Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting) => self.idle(),
             Some(Phase::Progressing | Phase::WaitingPromotion) => self.progress(),
             Some(Phase::Promoting) => self.promote(),
-            Some(Phase::Finalising) => self.finalise(),
+            Some(Phase::Finalising) => {
+                if !self.primary_scaled_to_zero() {
+                    self.finalise();
+                }
+            }
             // Deletion is handled by the finalizer, not by ticks.
             Some(Phase::Terminating | Phase::Terminated) => {}
         }
+    }
+
+    /// A primary with no replicas serves nothing: mid-rollout its replicas are put back (the canary's count)
+    /// and nothing advances — no analysis, no promotion, no "Succeeded" — until it serves again.
+    fn primary_scaled_to_zero(&mut self) -> bool {
+        if self.obs.primary.is_none_or(|p| p.replicas != 0) {
+            return false;
+        }
+        let replicas = self.obs.target.map_or(1, |t| t.replicas).max(1);
+        self.act(Action::ScalePrimary { replicas });
+        self.event(
+            EventKind::Warning,
+            format!(
+                "Halt advancement {}-primary.{} has 0 replicas: scaling it back to {replicas}",
+                self.spec.target, self.id.namespace
+            ),
+        );
+        true
+    }
+
+    /// The target Deployment is gone. Mid-rollout the canary cannot serve, so every request goes to the primary
+    /// at once; the rollout fails at the progress deadline (a recreated target starts over). Otherwise nothing
+    /// is touched.
+    fn target_gone(&mut self) {
+        let target = self.target_id();
+        self.out.requeue = Some(self.spec.interval);
+        let phase = self.out.state.phase;
+        if !phase.is_some_and(Phase::in_flight) {
+            return self.event(
+                EventKind::Warning,
+                format!("Halt advancement: deployment {target} not found"),
+            );
+        }
+        if self.obs.primary.is_some() {
+            self.route(0);
+        }
+        self.out.state.canary_weight = 0;
+        if matches!(phase, Some(Phase::Promoting | Phase::Finalising)) {
+            // The primary already runs the new template: once it serves, the promotion is done.
+            if self.obs.primary.is_some_and(|p| p.ready && p.replicas > 0) {
+                return self.finalise();
+            }
+            return self.event(
+                EventKind::Warning,
+                format!("Halt advancement: deployment {target} not found, waiting for the primary"),
+            );
+        }
+        let deadline = self.spec.progress_deadline.as_secs();
+        if self.obs.target_missing_secs <= deadline {
+            return self.event(
+                EventKind::Warning,
+                format!("Halt advancement: deployment {target} not found, all traffic routed to the primary"),
+            );
+        }
+        self.event(
+            EventKind::Warning,
+            format!(
+                "Rolling back {} deployment {target} not found for {}s, past the progress deadline of {deadline}s",
+                self.id, self.obs.target_missing_secs
+            ),
+        );
+        let s = &mut self.out.state;
+        s.phase = Some(Phase::Failed);
+        s.iterations = 0;
+        self.out.requeue = None;
+        self.event(EventKind::Warning, format!("Canary failed! {target} is gone"));
+        self.post_rollout();
     }
 
     /// With no policy to judge, traffic stays where it is and no rollout starts; past the progress deadline
@@ -318,6 +385,9 @@ impl Ticker<'_> {
             );
             return;
         }
+        if self.primary_scaled_to_zero() {
+            return;
+        }
         if self.spec.skip_analysis {
             self.promote_now();
             self.route(0);
@@ -424,6 +494,9 @@ impl Ticker<'_> {
         self.out.requeue = Some(self.spec.interval);
         let weight = self.current_weight();
         self.ensure_routing(weight);
+        if self.primary_scaled_to_zero() {
+            return;
+        }
         if !self.obs.primary.is_some_and(|p| p.ready) {
             let primary = format!("{}-primary.{}", self.spec.target, self.id.namespace);
             return self.event(

@@ -488,6 +488,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_load_error_never_echoes_the_bytes_it_read() {
+        let dir = temp_dir("secret");
+        std::fs::write(dir.join("secret.wasm"), "password=hunter2\nmore secrets\n").expect("write");
+        // A core module that is valid WebAssembly but no component, carrying a secret in a custom section.
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.extend_from_slice(&[0, 9, 2, b'p', b'w']);
+        module.extend_from_slice(b"hunter2");
+        std::fs::write(dir.join("module.wasm"), module).expect("write");
+        let store = store(Some(dir.clone()), None);
+        for name in ["secret.wasm", "module.wasm"] {
+            let err = store
+                .resolve(&PolicySelector::File(name.into()), "test", None)
+                .await
+                .expect_err("not a component");
+            assert!(!err.message.contains("hunter2"), "{name}: {}", err.message);
+            assert_eq!(err.reason, "NotAComponent");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn an_unknown_policy_is_not_ready_with_its_name() {
         let store = store(None, None);
         let missing = store

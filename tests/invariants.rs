@@ -1,0 +1,253 @@
+//! The rollout keeps its promises when the cluster, the user or the spec fights back: traffic always has
+//! somewhere healthy to go, a bad input gets a clear error, nothing reports success over an outage. Each test
+//! samples the VirtualService and the Services' ready endpoints throughout, not only at the end.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fledge::api::{Canary, Phase};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Endpoints;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use support::TestNamespace;
+use support::fledge::*;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Ready addresses behind a Service now.
+async fn ready_endpoints(ns: &TestNamespace, service: &str) -> usize {
+    let Ok(Some(ep)) = ns.api::<Endpoints>().get_opt(service).await else {
+        return 0;
+    };
+    ep.subsets
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+        .sum()
+}
+
+/// One look at where requests go: (primary weight, canary weight, ready primary endpoints, ready canary
+/// endpoints, phase).
+async fn sample(ns: &TestNamespace) -> (i64, i64, usize, usize, Option<Phase>) {
+    let (p, c) = weights(ns).await.unwrap_or((100, 0));
+    (
+        p,
+        c,
+        ready_endpoints(ns, "podinfo-primary").await,
+        ready_endpoints(ns, "podinfo-canary").await,
+        phase(ns).await,
+    )
+}
+
+async fn canary_message(ns: &TestNamespace, name: &str, type_: &str) -> Option<(String, String, String)> {
+    let c = ns.api::<Canary>().get_opt(name).await.ok()??;
+    c.status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_name_too_long_for_its_derived_objects_is_refused_with_the_derived_name() {
+    let ns = TestNamespace::create("inv-names").await;
+    install_crds(&ns.client).await;
+    let controller = start_controller(&ns.client, &ns.name);
+    let long = format!("app-{}", "x".repeat(52));
+    create_app(&ns, &long, "stefanprodan/podinfo:3.1.0").await;
+    create_canary_for(&ns, &long, json!({"interval": "1s"}))
+        .await
+        .expect("the API accepts the name");
+    let message = support::eventually("InvalidSpec", LIMIT, || async {
+        match canary_message(&ns, &long, "Ready").await {
+            Some((s, reason, message)) if s == "False" && reason == "InvalidSpec" => Ok(message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(message.contains(&format!("{long}-primary")), "{message}");
+    assert!(message.contains("63"), "{message}");
+    let primary = ns.api::<Deployment>().get_opt(&format!("{long}-primary")).await;
+    assert!(primary.expect("get").is_none(), "nothing created");
+    controller.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_target_deleted_mid_rollout_sends_all_traffic_to_the_primary_then_fails_at_the_deadline() {
+    let (ns, controller) = initialized_podinfo(
+        "inv-target",
+        json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 100}),
+    )
+    .await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_weights(&ns, (60, 40)).await;
+    let patch = json!({"spec": {"progressDeadlineSeconds": 8}});
+    ns.api::<Canary>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("shorter deadline");
+    let deleted = Instant::now();
+    ns.api::<Deployment>()
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("delete target");
+    wait_weights(&ns, (100, 0)).await;
+    assert!(
+        deleted.elapsed() < Duration::from_secs(4),
+        "routed away within {:?}",
+        deleted.elapsed()
+    );
+    // From then on no request goes to the canary, and the primary serves, until the rollout fails.
+    let failed_at = loop {
+        let (p, c, primary, _, phase) = sample(&ns).await;
+        assert_eq!((p, c), (100, 0), "weights while the target is gone");
+        assert!(primary > 0, "the primary serves");
+        if phase == Some(Phase::Failed) {
+            break deleted.elapsed();
+        }
+        assert!(deleted.elapsed() < LIMIT, "no Failed; phase {phase:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        failed_at >= Duration::from_secs(8),
+        "failed at the deadline, not before: {failed_at:?}"
+    );
+    controller.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_primary_scaled_to_zero_mid_rollout_is_restored_and_never_reported_succeeded_while_down() {
+    let (ns, controller) = initialized_podinfo(
+        "inv-primary",
+        json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+    )
+    .await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_weights(&ns, (80, 20)).await;
+    let zero = json!({"spec": {"replicas": 0}});
+    ns.api::<Deployment>()
+        .patch_scale("podinfo-primary", &PatchParams::default(), &Patch::Merge(&zero))
+        .await
+        .expect("scale primary to 0");
+    let started = Instant::now();
+    let mut saw_restored = false;
+    loop {
+        let (_, _, primary, _, phase) = sample(&ns).await;
+        let replicas = replicas(&ns, "podinfo-primary").await.map_or(0, |r| r.0);
+        saw_restored |= replicas > 0;
+        if phase == Some(Phase::Succeeded) {
+            assert!(primary > 0, "Succeeded while the primary has no ready endpoints");
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "no Succeeded; phase {phase:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(saw_restored, "the primary's replicas were put back");
+    assert_eq!(replicas(&ns, "podinfo-primary").await.map(|r| r.0), Some(2));
+    event_note(&ns, "has 0 replicas").await;
+    controller.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn changing_the_target_of_a_canary_is_refused_by_the_api() {
+    let (ns, controller) = initialized_podinfo("inv-retarget", json!({"interval": "1s"})).await;
+    let patch = json!({"spec": {"targetRef": {"name": "other"}}});
+    let refused = ns
+        .api::<Canary>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect_err("targetRef is immutable");
+    assert!(
+        refused.to_string().contains("targetRef is immutable"),
+        "{refused}"
+    );
+    // Other edits still go through.
+    let patch = json!({"spec": {"analysis": {"interval": "1m30s"}}});
+    ns.api::<Canary>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("a Go duration, as Flagger takes it");
+    support::eventually("1m30s accepted", LIMIT, || async {
+        match canary_message(&ns, "podinfo", "Ready").await {
+            Some((s, _, _)) if s == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    controller.abort();
+}
+
+#[test]
+#[ignore = "runs the binary; run with make test"]
+fn bad_controller_flags_exit_non_zero_with_a_clear_message() {
+    for (flag, value, says) in [
+        ("--policy-memory-mib", "0", "--policy-memory-mib"),
+        ("--log-level", "bogus", "--log-level"),
+        ("--min-interval", "soon", "1m30s"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fledge"))
+            .args(["controller", flag, value])
+            .output()
+            .expect("run fledge");
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn an_apex_service_fledge_created_outlives_the_canary_and_selects_the_target() {
+    let ns = TestNamespace::create("inv-apex").await;
+    install_crds(&ns.client).await;
+    create_app(&ns, "podinfo", "stefanprodan/podinfo:3.1.0").await;
+    // As is common with Flagger: the user has no Service; fledge makes the apex.
+    ns.api::<k8s_openapi::api::core::v1::Service>()
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("no user Service");
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(&ns, json!({"interval": "1s"}))
+        .await
+        .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    ns.api::<Canary>()
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("delete canary");
+    support::eventually("canary gone", LIMIT, || async {
+        match ns.api::<Canary>().get_opt("podinfo").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Garbage collection has had its chance; the name clients use still answers, from the target's pods.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let apex = ns
+        .api::<k8s_openapi::api::core::v1::Service>()
+        .get_opt("podinfo")
+        .await
+        .expect("get")
+        .expect("the apex Service survives the Canary");
+    assert_eq!(apex.metadata.owner_references.unwrap_or_default().len(), 0);
+    assert_eq!(
+        selector(&ns, "podinfo").await,
+        Some([("app".to_owned(), "podinfo".to_owned())].into())
+    );
+    support::eventually("apex serves", LIMIT, || async {
+        match ready_endpoints(&ns, "podinfo").await {
+            0 => Err("no endpoints".to_owned()),
+            n => Ok(n),
+        }
+    })
+    .await;
+    controller.abort();
+}
