@@ -11,3 +11,6 @@ pub use tick::{Action, CanaryId, EventKind, Judge, Split, State, Tick, tick};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;

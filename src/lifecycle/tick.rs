@@ -164,14 +164,34 @@ impl Ticker<'_> {
             Some(Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting) => self.idle(),
             Some(Phase::Progressing | Phase::WaitingPromotion) => self.progress(),
             Some(Phase::Promoting) => self.promote(),
-            Some(Phase::Finalising) => {
-                if !self.primary_scaled_to_zero() {
-                    self.finalise();
-                }
-            }
+            Some(Phase::Finalising) => self.finalising(),
             // Deletion is handled by the finalizer, not by ticks.
             Some(Phase::Terminating | Phase::Terminated) => {}
         }
+    }
+
+    /// Finalising ends in Succeeded only once the primary serves.
+    fn finalising(&mut self) {
+        if self.primary_scaled_to_zero() {
+            return;
+        }
+        if self.primary_serves() {
+            return self.finalise();
+        }
+        self.out.requeue = Some(self.spec.interval);
+        self.ensure_routing(self.current_weight());
+        self.event(
+            EventKind::Warning,
+            format!(
+                "Halt advancement {}-primary.{} does not serve yet",
+                self.spec.target, self.id.namespace
+            ),
+        );
+    }
+
+    /// The primary has replicas and has rolled out: it can take every request.
+    fn primary_serves(&self) -> bool {
+        self.obs.primary.is_some_and(|p| p.ready && p.replicas > 0)
     }
 
     /// A primary with no replicas serves nothing: mid-rollout its replicas are put back (the canary's count)
@@ -211,7 +231,7 @@ impl Ticker<'_> {
         self.out.state.canary_weight = 0;
         if matches!(phase, Some(Phase::Promoting | Phase::Finalising)) {
             // The primary already runs the new template: once it serves, the promotion is done.
-            if self.obs.primary.is_some_and(|p| p.ready && p.replicas > 0) {
+            if self.primary_serves() {
                 return self.finalise();
             }
             return self.event(
@@ -315,7 +335,7 @@ impl Ticker<'_> {
     fn idle(&mut self) {
         self.ensure_routing(0);
         if !self.new_revision() {
-            if self.out.state.phase == Some(Phase::Waiting) {
+            if self.out.state.phase == Some(Phase::Waiting) && self.primary_serves() {
                 // The change that made us wait is gone.
                 self.out.state.phase = Some(Phase::Succeeded);
             }
@@ -389,6 +409,15 @@ impl Ticker<'_> {
             return;
         }
         if self.spec.skip_analysis {
+            if !self.primary_serves() {
+                return self.event(
+                    EventKind::Warning,
+                    format!(
+                        "Halt advancement {}-primary.{} does not serve",
+                        self.spec.target, self.id.namespace
+                    ),
+                );
+            }
             self.promote_now();
             self.route(0);
             return self.finalise();
@@ -505,7 +534,8 @@ impl Ticker<'_> {
             );
         }
         let next = match self.judge.step(&self.rollout(weight)) {
-            Ok(StepDecision::SetWeight { weight }) => weight,
+            // Promotion only moves traffic back to the primary: a policy cannot send more to the canary here.
+            Ok(StepDecision::SetWeight { weight: next }) => next.min(weight),
             Ok(StepDecision::Promote) => 0,
             Ok(other) => {
                 self.out.decision = Some(describe(&other));
