@@ -251,3 +251,57 @@ async fn an_apex_service_fledge_created_outlives_the_canary_and_selects_the_targ
     .await;
     controller.abort();
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_controller_on_a_cluster_without_its_crds_exits_non_zero_naming_them() {
+    let empty = support::apiserver::EmptyApiServer::start("no-crds").await;
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args([
+            "controller",
+            "--listen",
+            &format!("127.0.0.1:{}", support::prometheus::free_port()),
+        ])
+        .arg("--kubeconfig")
+        .arg(&empty.kubeconfig)
+        .output()
+        .expect("run fledge");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("canaries.fledge.dev"), "{stderr}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn sigterm_stops_a_running_controller_within_seconds() {
+    let ns = TestNamespace::create("inv-sigterm").await;
+    install_crds(&ns.client).await;
+    let mut controller = ControllerProcess::spawn(&ns.name);
+    support::eventually("controller serving", LIMIT, || async {
+        api_requests(&controller.metrics_url).await.map(|_| ())
+    })
+    .await;
+    let term = Command::new("kill")
+        .args(["-TERM", &controller.pid().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let stopped = Instant::now();
+    let code = loop {
+        if let Some(status) = controller.try_wait() {
+            break status.code();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(code, Some(0), "a clean stop");
+}

@@ -238,6 +238,9 @@ async fn crds_installed(client: &Client) -> Result<(), String> {
     let group = match kube::discovery::group(client, "fledge.dev").await {
         Ok(group) => group,
         Err(kube::Error::Api(e)) if e.code == 404 => return Err(missing(&RESOURCES)),
+        Err(kube::Error::Discovery(
+            kube::error::DiscoveryError::MissingApiGroup(_) | kube::error::DiscoveryError::EmptyApiGroup(_),
+        )) => return Err(missing(&RESOURCES)),
         Err(e) => return Err(format!("cannot discover fledge.dev: {e}")),
     };
     let served: Vec<String> = group

@@ -126,6 +126,11 @@ impl ControllerProcess {
         self.child.id()
     }
 
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL the controller");

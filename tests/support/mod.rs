@@ -1,6 +1,7 @@
 //! What integration tests share: a client for the real control plane and a throw-away namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod apiserver;
 pub mod fledge;
 pub mod hooks;
 pub mod policy;
