@@ -305,3 +305,49 @@ async fn sigterm_stops_a_running_controller_within_seconds() {
     };
     assert_eq!(code, Some(0), "a clean stop");
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_virtual_service_edited_by_hand_is_restored_and_no_analysis_is_skipped() {
+    let (ns, controller) = initialized_podinfo(
+        "inv-drift",
+        json!({"interval": "3s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+    )
+    .await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_weights(&ns, (80, 20)).await;
+    // By hand: everything to the canary, as if the rollout were done.
+    let vs_api = istio_api(&ns.client, &ns.name, "VirtualService");
+    let mut vs = vs_api.get("podinfo").await.expect("virtual service");
+    vs.data["spec"]["http"][0]["route"][0]["weight"] = json!(0);
+    vs.data["spec"]["http"][0]["route"][1]["weight"] = json!(100);
+    vs.metadata.managed_fields = None;
+    vs_api
+        .replace("podinfo", &Default::default(), &vs)
+        .await
+        .expect("edit by hand");
+    // Every later sample: the canary never holds more than fledge's own steps gave it, and 40 and 60 are
+    // analysed on the way.
+    let mut seen = vec![(80, 20)];
+    let started = Instant::now();
+    loop {
+        let (p, c, _, _, phase) = sample(&ns).await;
+        if seen.last() != Some(&(p, c)) {
+            seen.push((p, c));
+        }
+        if phase == Some(Phase::Succeeded) {
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "no Succeeded; weights {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The hand edit may be seen for the moment before fledge notices it; after that only fledge's steps.
+    let after_edit: Vec<_> = seen.iter().copied().filter(|w| *w != (0, 100)).collect();
+    assert_eq!(
+        after_edit,
+        [(80, 20), (60, 40), (40, 60), (100, 0)],
+        "weights {seen:?}"
+    );
+    event_note(&ns, "was edited to send 100% to the canary").await;
+    controller.abort();
+}

@@ -12,7 +12,7 @@ use super::workload::{content_hash, reading_with, referenced_configs, revision, 
 use super::{ClusterError, primary_name};
 use crate::api::ValidSpec;
 use crate::lifecycle::Observed;
-use crate::router::istio::{IstioRouter, canary_weight, mirrored};
+use crate::router::istio::{IstioRouter, canary_weight, mirrored, recorded_weight};
 
 /// Annotations that opt a ConfigMap or Secret out of tracking (fledge's and Flagger's).
 const TRACKING_OPT_OUT: &[&str] = &["fledge.dev/config-tracking", "flagger.app/config-tracking"];
@@ -59,9 +59,7 @@ pub async fn observe(
     let primary = deployments.get_opt(&primary_name(&spec.target)).await?;
     let router = IstioRouter::new(client.clone(), namespace);
     let virtual_service = router.virtual_service(&spec.service).await?;
-    let routed = virtual_service
-        .as_ref()
-        .and_then(|vs| canary_weight(vs, &spec.service));
+    let (routed, drifted) = routed_weights(virtual_service.as_ref(), &spec.service);
     let apex = Api::<Service>::namespaced(client.clone(), namespace)
         .get_opt(&spec.service)
         .await?;
@@ -75,6 +73,7 @@ pub async fn observe(
             revision: revision(&target, &configs)?,
             tracked_configs: configs.clone(),
             routed_canary_weight: routed,
+            drifted_canary_weight: drifted,
             routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
             // The controller knows these, not the cluster read.
             policy_blocked: None,
@@ -86,6 +85,18 @@ pub async fn observe(
         apex,
         virtual_service,
     })
+}
+
+/// The canary weight of record — what fledge wrote, from its annotation; the weights themselves for a route
+/// written before fledge kept the record — and the weight shown when someone edited it by hand.
+fn routed_weights(vs: Option<&kube::api::DynamicObject>, apex: &str) -> (Option<u32>, Option<u32>) {
+    let Some(vs) = vs else { return (None, None) };
+    let shown = canary_weight(vs, apex);
+    match (recorded_weight(vs), shown) {
+        (Some(recorded), Some(shown)) if recorded != shown => (Some(recorded), Some(shown)),
+        (Some(recorded), _) if shown.is_some() => (Some(recorded), None),
+        _ => (shown, None),
+    }
 }
 
 /// The target is gone: what still routes and serves (the primary, the VirtualService), so the tick can send
@@ -102,14 +113,14 @@ async fn without_target(
         .virtual_service(&spec.service)
         .await?;
     let now = Timestamp::now();
+    let (routed, drifted) = routed_weights(virtual_service.as_ref(), &spec.service);
     Ok(Snapshot {
         observed: Observed {
             primary: primary
                 .as_ref()
                 .map(|p| reading_with(p, now, spec.primary_ready_percent)),
-            routed_canary_weight: virtual_service
-                .as_ref()
-                .and_then(|vs| canary_weight(vs, &spec.service)),
+            routed_canary_weight: routed,
+            drifted_canary_weight: drifted,
             routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
             ..Observed::default()
         },

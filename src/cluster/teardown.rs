@@ -14,7 +14,7 @@ use super::services::{ORIGINAL_SELECTOR, original_selector};
 use super::workload::{pod_selector, reading, selector_label, serving_pods};
 use super::{ClusterError, primary_name};
 use crate::api::ValidSpec;
-use crate::router::istio::{IstioRouter, ORIGINAL_CONFIGURATION};
+use crate::router::istio::{CANARY_WEIGHT, IstioRouter, ORIGINAL_CONFIGURATION};
 
 /// Where a teardown stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,11 +105,10 @@ pub async fn teardown(
     // falls back to the apex Service before the primary's Service disappears.
     let router = IstioRouter::new(client.clone(), namespace);
     if let Some(mut vs) = router.virtual_service(&spec.service).await? {
-        let original = vs
-            .metadata
-            .annotations
-            .as_mut()
-            .and_then(|a| a.remove(ORIGINAL_CONFIGURATION));
+        let original = vs.metadata.annotations.as_mut().and_then(|a| {
+            a.remove(CANARY_WEIGHT);
+            a.remove(ORIGINAL_CONFIGURATION)
+        });
         match original.and_then(|text| serde_json::from_str::<Value>(&text).ok()) {
             Some(original_spec) => {
                 vs.data["spec"] = original_spec;

@@ -566,7 +566,9 @@ fn not_due(
     // A workload that vanished or lost its replicas cannot wait for the interval: traffic may be headed
     // where nothing serves.
     let obs = &snapshot.observed;
-    let serving_lost = obs.target.is_none() || obs.primary.is_some_and(|p| p.replicas == 0);
+    let serving_lost = obs.target.is_none()
+        || obs.primary.is_some_and(|p| p.replicas == 0)
+        || obs.drifted_canary_weight.is_some();
     if restarted || serving_lost {
         return None;
     }

@@ -26,8 +26,10 @@ pub struct Observed {
     pub revision: String,
     /// `configmap/<name>` / `secret/<name>` → content hash, of what the target references.
     pub tracked_configs: BTreeMap<String, String>,
-    /// The canary's weight in the VirtualService (the source of truth), if the route exists.
+    /// The canary weight fledge last wrote into the VirtualService (the source of truth), if the route exists.
     pub routed_canary_weight: Option<u32>,
+    /// The canary weight the VirtualService shows when it differs from what fledge wrote: edited by hand.
+    pub drifted_canary_weight: Option<u32>,
     /// The VirtualService copies requests to the canary (traffic mirroring).
     pub routed_mirror: bool,
     /// The canary's policy cannot judge (its Policy is not Ready): nothing moves until it can.

@@ -51,8 +51,11 @@ struct World {
     target: Option<Workload>,
     primary: Option<Workload>,
     revision: &'static str,
-    /// `None`: the VirtualService shows what the last tick routed; `Some`: someone edited it.
-    drift: Option<Option<u32>>,
+    /// `Some`: someone edited the VirtualService's weights by hand to this.
+    drift: Option<u32>,
+    /// `Some`: fledge's record in the VirtualService is not what the status says (a crash between the two
+    /// writes).
+    record: Option<u32>,
     policy_blocked: Option<u64>,
     target_missing_secs: u64,
     answers: Answers,
@@ -96,7 +99,10 @@ fn world() -> impl Strategy<Value = World> {
         prop::option::weighted(0.9, workload()),
         prop::option::weighted(0.9, workload()),
         prop_oneof![Just("r1"), Just("r2"), Just("r3")],
-        prop::option::weighted(0.1, prop::option::of(0..=100u32)),
+        (
+            prop::option::weighted(0.1, 0..=100u32),
+            prop::option::weighted(0.05, 0..=100u32),
+        ),
         prop::option::weighted(0.1, 0..1000u64),
         0..1000u64,
         (
@@ -110,7 +116,7 @@ fn world() -> impl Strategy<Value = World> {
                 target,
                 primary,
                 revision,
-                drift,
+                (drift, record),
                 policy_blocked,
                 target_missing_secs,
                 (step, gate, analysis),
@@ -119,6 +125,7 @@ fn world() -> impl Strategy<Value = World> {
                 primary,
                 revision,
                 drift,
+                record,
                 policy_blocked,
                 target_missing_secs,
                 answers: Answers { step, gate, analysis },
@@ -167,7 +174,8 @@ proptest! {
                 target: w.target,
                 primary: w.primary,
                 revision: w.revision.into(),
-                routed_canary_weight: w.drift.unwrap_or(routed),
+                routed_canary_weight: w.record.or(routed),
+                drifted_canary_weight: w.drift.filter(|d| routed.is_some() && Some(*d) != w.record.or(routed)),
                 policy_blocked: w.policy_blocked.map(|for_secs| PolicyBlocked { why: "not ready".into(), for_secs }),
                 target_missing_secs: w.target_missing_secs,
                 ..Observed::default()
@@ -187,6 +195,14 @@ proptest! {
                         was, split.canary, obs.target, state, t.actions
                     );
                 }
+            }
+            // A hand-edited route is put back from fledge's record, whatever the phase.
+            let settled = !matches!(before, None | Some(Phase::Initializing));
+            if obs.drifted_canary_weight.is_some() && obs.target.is_some() && settled {
+                prop_assert!(
+                    t.actions.iter().any(|a| matches!(a, Action::Route(_))),
+                    "drift left in place: {:?}; state {:?}", t.actions, state
+                );
             }
             if t.state.phase == Some(Phase::Succeeded) && before != Some(Phase::Succeeded) {
                 prop_assert!(

@@ -932,3 +932,19 @@ fn a_primary_scaled_to_zero_mid_rollout_is_scaled_back_and_nothing_advances() {
     );
     assert!(has(&t, &Action::ScalePrimary { replicas: 2 }));
 }
+
+#[test]
+fn a_hand_edited_route_is_put_back_to_fledges_weight_with_a_warning() {
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(20);
+    obs.drifted_canary_weight = Some(100);
+    let state = progressing_at(20, "r2");
+    let t = tick(&id(), &seed_spec(), &state, &obs, &mut Script::default());
+    // The analysis at 20 runs and steps to 40: the edit to 100 skipped nothing.
+    assert_eq!(route(&t), Some((60, 40)));
+    assert_eq!(t.state.phase, Some(Phase::Progressing));
+    assert!(t.actions.iter().any(|a| matches!(
+        a,
+        Action::Event { kind: EventKind::Warning, reason: "RouteDrift", message } if message.contains("100%")
+    )));
+}

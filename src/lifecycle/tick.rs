@@ -154,6 +154,18 @@ impl Ticker<'_> {
         if self.obs.target.is_none() {
             return self.target_gone();
         }
+        if let Some(shown) = self.obs.drifted_canary_weight {
+            // Routing is re-asserted below from fledge's own record, never from what was read back.
+            let recorded = self.obs.routed_canary_weight.unwrap_or_default();
+            self.out.actions.push(Action::Event {
+                kind: EventKind::Warning,
+                reason: "RouteDrift",
+                message: format!(
+                    "VirtualService {} was edited to send {shown}% to the canary; fledge restores {recorded}%",
+                    self.spec.service
+                ),
+            });
+        }
         if let Some(blocked) = &self.obs.policy_blocked
             && self.hold_for_policy(blocked)
         {

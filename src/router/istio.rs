@@ -12,6 +12,9 @@ use crate::lifecycle::Split;
 
 /// Annotation keeping the spec a VirtualService had before fledge took it over (JSON).
 pub const ORIGINAL_CONFIGURATION: &str = "fledge.dev/original-configuration";
+/// Annotation with the canary weight fledge wrote, in the same write as the weights: the weight of record.
+/// Weights that differ from it were edited by hand and are put back.
+pub const CANARY_WEIGHT: &str = "fledge.dev/canary-weight";
 
 const GROUP: &str = "networking.istio.io";
 const VERSION: &str = "v1";
@@ -64,7 +67,7 @@ pub fn virtual_service(
         http["mirror"] = json!({"host": format!("{apex}-canary")});
         http["mirrorPercentage"] = json!({"value": percent});
     }
-    let mut metadata = json!({"name": apex});
+    let mut metadata = json!({"name": apex, "annotations": {CANARY_WEIGHT: split.canary.to_string()}});
     match existing.filter(|vs| !owned_by(vs, owner)) {
         // Somebody else's VirtualService: remember it once, never own it.
         Some(vs) => {
@@ -79,7 +82,7 @@ pub fn virtual_service(
                         .map(Value::to_string)
                         .unwrap_or_else(|| "{}".into())
                 });
-            metadata["annotations"] = json!({ORIGINAL_CONFIGURATION: original});
+            metadata["annotations"][ORIGINAL_CONFIGURATION] = json!(original);
         }
         None => metadata["ownerReferences"] = json!([owner]),
     }
@@ -145,6 +148,11 @@ pub fn canary_weight(vs: &DynamicObject, apex: &str) -> Option<u32> {
                 .and_then(|w| u32::try_from(w).ok())
                 .unwrap_or(0)
         })
+}
+
+/// The canary weight fledge last wrote into this VirtualService (`None` when it carries no record).
+pub fn recorded_weight(vs: &DynamicObject) -> Option<u32> {
+    vs.metadata.annotations.as_ref()?.get(CANARY_WEIGHT)?.parse().ok()
 }
 
 /// Whether the VirtualService copies requests to the canary.
@@ -242,6 +250,20 @@ mod tests {
             ])
         );
         assert_eq!(vs["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    }
+
+    #[test]
+    fn the_weight_fledge_wrote_is_recorded_with_the_weights_and_a_hand_edit_is_told_apart() {
+        let (spec, svc, owner) = fixtures(json!({"port": 9898}));
+        let vs = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None);
+        let mut object: DynamicObject = serde_json::from_value(vs).expect("object");
+        assert_eq!(recorded_weight(&object), Some(20));
+        assert_eq!(canary_weight(&object, "podinfo"), Some(20));
+        object.data["spec"]["http"][0]["route"][1]["weight"] = json!(100);
+        assert_eq!(
+            (recorded_weight(&object), canary_weight(&object, "podinfo")),
+            (Some(20), Some(100))
+        );
     }
 
     #[test]
