@@ -351,3 +351,50 @@ async fn a_virtual_service_edited_by_hand_is_restored_and_no_analysis_is_skipped
     event_note(&ns, "was edited to send 100% to the canary").await;
     controller.abort();
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_policy_config_the_policy_refuses_is_an_invalid_spec_before_any_traffic_moves() {
+    let ns = TestNamespace::create("inv-config").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(
+        &ns,
+        json!({"interval": "1s", "policy": {"config": {"stepWeight": "abc"}}}),
+    )
+    .await
+    .expect("the schema keeps a policy's config as written");
+    let message = support::eventually("InvalidSpec", LIMIT, || async {
+        match canary_message(&ns, "podinfo", "Ready").await {
+            Some((s, reason, message)) if s == "False" && reason == "InvalidSpec" => Ok(message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        message.contains("analysis.policy.config") && message.contains("\"abc\""),
+        "{message}"
+    );
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("podinfo-primary")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing created"
+    );
+    assert_eq!(
+        replicas(&ns, "podinfo").await.map(|r| r.0),
+        Some(2),
+        "the app untouched"
+    );
+    // Fixed, it initialises.
+    let patch = json!({"spec": {"analysis": {"policy": {"config": {"stepWeight": 50}}}}});
+    ns.api::<Canary>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("fix config");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    controller.abort();
+}

@@ -21,8 +21,8 @@ use crate::cluster::act::Actor;
 use crate::cluster::observe::{Snapshot, observe};
 use crate::cluster::teardown::{Teardown, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER};
-use crate::lifecycle::{Action, CanaryId, EventKind, PolicyBlocked, State, tick};
-use crate::policy::PolicyError;
+use crate::lifecycle::{Action, CanaryId, EventKind, PolicyBlocked, State, rollout_of, tick};
+use crate::policy::{Policy, PolicyError};
 use crate::webhooks::{Payload, Webhooks};
 
 /// What every reconcile shares.
@@ -165,18 +165,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
 
     let spec = match validate_with(&canary.spec, ctx.options.min_interval) {
         Ok(spec) => spec,
-        Err(e) => {
-            // Nothing is touched for an invalid spec; it waits for the user to change it.
-            let mut s = status.cloned().unwrap_or_default();
-            set_condition(
-                &mut s,
-                condition("Ready", "False", "InvalidSpec", &e.to_string(), generation),
-            );
-            s.observed_generation = generation;
-            publish(&ctx, &canary, EventKind::Warning, "InvalidSpec", e.to_string()).await;
-            write_status(&ctx, &canary, status, s).await?;
-            return Ok(Requeue::await_change());
-        }
+        Err(e) => return refuse_spec(&ctx, &canary, e.to_string()).await,
     };
     let ignored = (!spec.ignored.is_empty())
         .then(|| format!("fledge ignores {} (not implemented)", spec.ignored.join(", ")));
@@ -235,6 +224,21 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         ..spec
     };
     let policy = (loaded.component.clone(), ctx.policies.default_policy());
+    // A config the policy refuses is a spec error, found when the spec or the policy changes: before any
+    // traffic moves, not after a rollout's worth of failed checks.
+    let changed = status.and_then(|s| s.observed_generation) != generation
+        || status.and_then(|s| s.policy.as_ref()).map(|p| &p.digest) != Some(&loaded.digest);
+    if blocked.is_none() && changed {
+        let (component, rollout) = (policy.0.clone(), rollout_of(&id, &spec, &state_of(status), 0));
+        let answer = tokio::task::spawn_blocking(move || component.step(&rollout)).await?;
+        if let Err(PolicyError::Refused {
+            kind: "invalid-config",
+            message,
+        }) = answer
+        {
+            return refuse_spec(&ctx, &canary, format!("analysis.policy.config: {message}")).await;
+        }
+    }
 
     let mut snapshot = observe(&ctx.client, &namespace, &spec, &ctx.options.selector_labels).await?;
     snapshot.observed.policy_blocked = blocked.as_ref().map(|why| PolicyBlocked {
@@ -366,6 +370,25 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     Ok(decided
         .requeue
         .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// Nothing is touched for an invalid spec: it is reported and waits for the user to change it.
+async fn refuse_spec(ctx: &Context, canary: &Canary, why: String) -> Result<Requeue, ReconcileError> {
+    let status = canary.status.as_ref();
+    let generation = canary.meta().generation;
+    let mut s = status.cloned().unwrap_or_default();
+    let told =
+        previous_condition(status, "Ready").is_some_and(|c| c.reason == "InvalidSpec" && c.message == why);
+    set_condition(
+        &mut s,
+        condition("Ready", "False", "InvalidSpec", &why, generation),
+    );
+    s.observed_generation = generation;
+    if !told {
+        publish(ctx, canary, EventKind::Warning, "InvalidSpec", why).await;
+    }
+    write_status(ctx, canary, status, s).await?;
+    Ok(Requeue::await_change())
 }
 
 /// The Canary's condition of `type_`, as last written.

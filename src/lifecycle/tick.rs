@@ -723,26 +723,7 @@ impl Ticker<'_> {
     }
 
     fn rollout(&self, weight: u32) -> Rollout {
-        let s = &self.out.state;
-        Rollout {
-            name: self.id.name.clone(),
-            namespace: self.id.namespace.clone(),
-            phase: s.phase.unwrap_or(Phase::Initializing),
-            canary_weight: weight,
-            iterations: s.iterations,
-            failed_checks: s.failed_checks,
-            analysis: AnalysisSettings {
-                interval_seconds: u32::try_from(self.spec.interval.as_secs()).unwrap_or(u32::MAX),
-                threshold: self.spec.threshold,
-                max_weight: self.spec.max_weight,
-                step_weight: self.spec.step_weight,
-                step_weights: self.spec.step_weights.clone(),
-                step_weight_promotion: self.spec.step_weight_promotion,
-                iterations: self.spec.iterations,
-                has_match: self.spec.has_match,
-            },
-            config: self.spec.policy_config.clone(),
-        }
+        rollout_of(self.id, self.spec, &self.out.state, weight)
     }
 
     fn act(&mut self, action: Action) {
@@ -757,6 +738,29 @@ impl Ticker<'_> {
             reason: "Synced",
             message,
         });
+    }
+}
+
+/// What a policy is told about the rollout in `state` at `weight`.
+pub fn rollout_of(id: &CanaryId, spec: &ValidSpec, state: &State, weight: u32) -> Rollout {
+    Rollout {
+        name: id.name.clone(),
+        namespace: id.namespace.clone(),
+        phase: state.phase.unwrap_or(Phase::Initializing),
+        canary_weight: weight,
+        iterations: state.iterations,
+        failed_checks: state.failed_checks,
+        analysis: AnalysisSettings {
+            interval_seconds: u32::try_from(spec.interval.as_secs()).unwrap_or(u32::MAX),
+            threshold: spec.threshold,
+            max_weight: spec.max_weight,
+            step_weight: spec.step_weight,
+            step_weights: spec.step_weights.clone(),
+            step_weight_promotion: spec.step_weight_promotion,
+            iterations: spec.iterations,
+            has_match: spec.has_match,
+        },
+        config: spec.policy_config.clone(),
     }
 }
 
