@@ -140,6 +140,15 @@ enum PolicyCommand {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Run a scenario (ticks and the decision expected at each) against a component; exit 1 on a mismatch.
+    Test {
+        /// `builtin:default`, a path to a .wasm component, or `oci://registry/repo[:tag]@sha256:<digest>`.
+        source: String,
+        /// The scenario (YAML): `analysis`, `config`, `ticks: [{weight, checks, hooks, gate, expect}]`.
+        scenario: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Push a component to an OCI registry as a Wasm artifact; prints its digest and a Policy for it.
     Push {
         /// The component (.wasm).
@@ -275,6 +284,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Inspect { source, registry }) => {
             let inspection = policy::inspect(&source, &registry.auth()?, registry.insecure)?;
             println!("{}", serde_json::to_string_pretty(&inspection)?);
+        }
+        Command::Policy(PolicyCommand::Test {
+            source,
+            scenario,
+            registry,
+        }) => {
+            let (table, passed) = policy::test(&source, &scenario, &registry.auth()?, registry.insecure)?;
+            print!("{table}");
+            if !passed {
+                return Ok(ExitCode::from(1));
+            }
         }
         Command::Policy(PolicyCommand::Push {
             file,

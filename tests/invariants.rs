@@ -79,13 +79,12 @@ async fn a_name_too_long_for_its_derived_objects_is_refused_with_the_derived_nam
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn a_target_deleted_mid_rollout_sends_all_traffic_to_the_primary_then_fails_at_the_deadline() {
-    let (ns, controller) = initialized_podinfo(
+    let (ns, controller) = progressing_podinfo(
         "inv-target",
         json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 100}),
+        (60, 40),
     )
     .await;
-    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
-    wait_weights(&ns, (60, 40)).await;
     let patch = json!({"spec": {"progressDeadlineSeconds": 8}});
     ns.api::<Canary>()
         .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
@@ -123,13 +122,12 @@ async fn a_target_deleted_mid_rollout_sends_all_traffic_to_the_primary_then_fail
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn a_primary_scaled_to_zero_mid_rollout_is_restored_and_never_reported_succeeded_while_down() {
-    let (ns, controller) = initialized_podinfo(
+    let (ns, controller) = progressing_podinfo(
         "inv-primary",
         json!({"interval": "2s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+        (80, 20),
     )
     .await;
-    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
-    wait_weights(&ns, (80, 20)).await;
     let zero = json!({"spec": {"replicas": 0}});
     ns.api::<Deployment>()
         .patch_scale("podinfo-primary", &PatchParams::default(), &Patch::Merge(&zero))
@@ -309,13 +307,12 @@ async fn sigterm_stops_a_running_controller_within_seconds() {
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn a_virtual_service_edited_by_hand_is_restored_and_no_analysis_is_skipped() {
-    let (ns, controller) = initialized_podinfo(
+    let (ns, controller) = progressing_podinfo(
         "inv-drift",
         json!({"interval": "3s", "threshold": 2, "stepWeight": 20, "maxWeight": 60}),
+        (80, 20),
     )
     .await;
-    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
-    wait_weights(&ns, (80, 20)).await;
     // By hand: everything to the canary, as if the rollout were done.
     let vs_api = istio_api(&ns.client, &ns.name, "VirtualService");
     let mut vs = vs_api.get("podinfo").await.expect("virtual service");

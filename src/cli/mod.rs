@@ -1,3 +1,4 @@
 //! Subcommands of the `fledge` binary that are more than wiring.
 
 pub mod policy;
+pub mod scenario;

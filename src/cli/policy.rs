@@ -137,6 +137,16 @@ pub fn eval(
     Ok(decision)
 }
 
+/// Runs a scenario file against a component: the report as a table, and whether every tick matched.
+pub fn test(source: &str, scenario: &Path, auth: &Auth, insecure: bool) -> anyhow::Result<(String, bool)> {
+    let text =
+        std::fs::read_to_string(scenario).map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
+    let scenario = super::scenario::parse(&text)?;
+    let policy = load(source, auth, insecure)?;
+    let reports = super::scenario::run(policy.as_ref(), &scenario);
+    Ok((super::scenario::table(&reports), reports.iter().all(|r| r.ok)))
+}
+
 /// What `policy inspect` prints.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

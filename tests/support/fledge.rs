@@ -373,3 +373,15 @@ pub async fn wait_weights(ns: &TestNamespace, expected: (i64, i64)) {
     )
     .await;
 }
+
+/// [`initialized_podinfo`], then 3.1.1 shipped and the rollout at `weights` (primary, canary).
+pub async fn progressing_podinfo(
+    prefix: &str,
+    analysis: serde_json::Value,
+    at: (i64, i64),
+) -> (TestNamespace, tokio::task::JoinHandle<()>) {
+    let (ns, controller) = initialized_podinfo(prefix, analysis).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_weights(&ns, at).await;
+    (ns, controller)
+}
