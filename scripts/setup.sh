@@ -53,3 +53,12 @@ if [ ! -x "$registry_dir/usr/bin/docker-registry" ]; then
   dpkg-deb -x "$tmp"/docker-registry_*.deb "$registry_dir"
   rm -rf "$tmp"
 fi
+
+# jco (QuickJS backend) builds the JavaScript example policy; an npm prefix in the cache keeps it off the system.
+jco_dir=$cache/npm-jco-1.35.0
+if [ ! -x "$jco_dir/node_modules/.bin/jco" ]; then
+  command -v npm >/dev/null || { echo "[setup] error: Node.js with npm is required for the JavaScript policy example" >&2; exit 1; }
+  echo "[setup] installing @bytecodealliance/jco 1.35.0 into $jco_dir" >&2
+  rm -rf "$jco_dir" && mkdir -p "$jco_dir"
+  npm install --silent --no-audit --no-fund --prefix "$jco_dir" @bytecodealliance/jco@1.35.0 >&2
+fi

@@ -10,6 +10,7 @@ bin=$("$root/tests/controlplane/build.sh" | tail -n 1)
 cache=${FLEDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}
 export FLEDGE_COMPONENTIZE_PY=$cache/py-venv-componentize-0.25.1/bin/componentize-py
 export FLEDGE_REGISTRY_BIN=$cache/docker-registry-2.8.2/usr/bin/docker-registry
+export FLEDGE_JCO=$cache/npm-jco-1.35.0/node_modules/.bin/jco
 
 echo "[test] lints" >&2
 cargo fmt --all -- --check
