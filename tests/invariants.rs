@@ -395,3 +395,44 @@ async fn a_policy_config_the_policy_refuses_is_an_invalid_spec_before_any_traffi
     wait_phase(&ns, Phase::Initialized, LIMIT).await;
     controller.abort();
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_fifo_or_device_in_the_policy_dir_holds_only_its_canary_and_freezes_nothing() {
+    let ns = TestNamespace::create("inv-fifo").await;
+    install_crds(&ns.client).await;
+    let dir = std::env::temp_dir().join(format!("fledge-policy-dir-{}", ns.name));
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    let made = Command::new("mkfifo")
+        .arg(dir.join("fifo.wasm"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.wasm")).expect("symlink");
+    let controller = start_controller_with_policy_dir(&ns.client, &ns.name, &dir);
+    for (app, file) in [("fifo", "file:fifo.wasm"), ("zero", "file:zero.wasm")] {
+        create_app(&ns, app, "stefanprodan/podinfo:3.1.0").await;
+        create_canary_for(&ns, app, json!({"interval": "1s", "policy": {"component": file}}))
+            .await
+            .expect("create canary");
+    }
+    // A canary on the default goes through a whole rollout meanwhile: nothing is stuck reading those files.
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    create_canary(&ns, json!({"interval": "1s", "stepWeight": 50, "maxWeight": 50}))
+        .await
+        .expect("create canary");
+    for app in ["fifo", "zero"] {
+        support::eventually(&format!("{app} refused"), LIMIT, || async {
+            match canary_message(&ns, app, "PolicyReady").await {
+                Some((s, reason, _)) if s == "False" && reason == "FileUnreadable" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_phase(&ns, Phase::Succeeded, LIMIT).await;
+    controller.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -64,6 +64,25 @@ pub fn start_controller(client: &Client, ns: &str) -> tokio::task::JoinHandle<()
     start_controller_with(client, ns, None)
 }
 
+/// Like [`start_controller`], with `dir` as its `--policy-dir`.
+pub fn start_controller_with_policy_dir(
+    client: &Client,
+    ns: &str,
+    dir: &std::path::Path,
+) -> tokio::task::JoinHandle<()> {
+    let engine = fledge::policy::PolicyEngine::new(fledge::policy::Limits::default(), None).expect("engine");
+    let options = fledge::controller::Options {
+        min_interval: Duration::from_secs(1),
+        namespace: Some(ns.to_owned()),
+        policy_dir: Some(dir.to_owned()),
+        ..Default::default()
+    };
+    let client = client.clone();
+    tokio::spawn(async move {
+        fledge::controller::run(client, engine, options).await;
+    })
+}
+
 /// Like [`start_controller`], with a default Prometheus (`--metrics-server`).
 pub fn start_controller_with(
     client: &Client,
