@@ -153,6 +153,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         limits: options.policy_fetch,
         canaries: reader.clone(),
         wake,
+        metrics: options.metrics.clone(),
     });
     let (for_deployments, for_configs, for_secrets) = (reader.clone(), reader.clone(), reader.clone());
     let deployments: Api<Deployment> = namespaced_or_all(&client, options.namespace.as_deref());

@@ -24,6 +24,7 @@ pub struct Metrics {
     policy_errors: IntCounterVec,
     reconcile_errors: IntCounterVec,
     api_requests: IntCounterVec,
+    policy_ready: IntGaugeVec,
 }
 
 /// Registering a fresh, uniquely named series in a fresh registry cannot fail.
@@ -143,6 +144,17 @@ impl Metrics {
                 )
                 .expect("api requests"),
             ),
+            policy_ready: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "fledge_policy_ready",
+                        "Whether a Policy or ClusterPolicy is loaded and can judge (1) or not (0)",
+                    ),
+                    &["kind", "namespace", "name"],
+                )
+                .expect("policy ready"),
+            ),
             registry,
         }
     }
@@ -225,6 +237,18 @@ impl Metrics {
         }
     }
 
+    /// A policy resource's readiness; `namespace` is empty for a ClusterPolicy.
+    pub fn policy_ready(&self, kind: &'static str, namespace: &str, name: &str, ready: bool) {
+        self.policy_ready
+            .with_label_values(&[kind, namespace, name])
+            .set(i64::from(ready));
+    }
+
+    /// Drops a deleted policy resource's series.
+    pub fn forget_policy(&self, kind: &'static str, namespace: &str, name: &str) {
+        let _ = self.policy_ready.remove_label_values(&[kind, namespace, name]);
+    }
+
     pub fn api_request(&self, verb: &'static str, resource: &str) {
         self.api_requests.with_label_values(&[verb, resource]).inc();
     }
@@ -243,6 +267,20 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_readiness_is_exported_per_policy_and_forgotten_with_it() {
+        let m = Metrics::new();
+        m.policy_ready("Policy", "test", "judge", false);
+        assert!(
+            m.render()
+                .contains(r#"fledge_policy_ready{kind="Policy",name="judge",namespace="test"} 0"#)
+        );
+        m.policy_ready("Policy", "test", "judge", true);
+        assert!(m.render().contains(r#"name="judge",namespace="test"} 1"#));
+        m.forget_policy("Policy", "test", "judge");
+        assert!(!m.render().contains("fledge_policy_ready{"));
+    }
 
     #[test]
     fn weights_are_exported_per_workload_and_forgotten_with_the_canary() {

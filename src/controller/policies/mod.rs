@@ -86,6 +86,8 @@ pub struct PolicyContext {
     pub canaries: Store<Canary>,
     /// Wakes the canary controller for a Canary.
     pub wake: futures::channel::mpsc::UnboundedSender<ObjectRef<Canary>>,
+    /// fledge's own series (`fledge_policy_ready`).
+    pub metrics: crate::telemetry::metrics::Metrics,
 }
 
 impl std::fmt::Debug for PolicyContext {
@@ -121,6 +123,11 @@ pub async fn run<K: PolicyObject>(
             if let Ok(watcher::Event::Delete(obj)) = event {
                 let key = key_of(obj);
                 forget.store.remove(&key);
+                forget.metrics.forget_policy(
+                    kind_name(key.kind),
+                    key.namespace.as_deref().unwrap_or_default(),
+                    &key.name,
+                );
                 wake_users(&forget, &key);
             }
         })
@@ -209,6 +216,12 @@ async fn reconcile<K: PolicyObject>(
             tracing::warn!(policy = %key, reason = why.reason, "policy not ready: {}", why.message);
         }
     }
+    ctx.metrics.policy_ready(
+        kind_name(key.kind),
+        key.namespace.as_deref().unwrap_or_default(),
+        &key.name,
+        matches!(entry, Entry::Ready(_)),
+    );
     let changed = !same(before.as_ref(), &entry);
     ctx.store.set(key.clone(), entry);
     if changed {
@@ -230,6 +243,14 @@ async fn reconcile<K: PolicyObject>(
             .await?;
     }
     Ok(requeue)
+}
+
+/// The `kind` label of a policy resource.
+fn kind_name(kind: PolicyKind) -> &'static str {
+    match kind {
+        PolicyKind::Policy => "Policy",
+        PolicyKind::ClusterPolicy => "ClusterPolicy",
+    }
 }
 
 fn transient(reason: &str) -> bool {
