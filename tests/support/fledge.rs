@@ -70,17 +70,7 @@ pub fn start_controller_with_policy_dir(
     ns: &str,
     dir: &std::path::Path,
 ) -> tokio::task::JoinHandle<()> {
-    let engine = fledge::policy::PolicyEngine::new(fledge::policy::Limits::default(), None).expect("engine");
-    let options = fledge::controller::Options {
-        min_interval: Duration::from_secs(1),
-        namespace: Some(ns.to_owned()),
-        policy_dir: Some(dir.to_owned()),
-        ..Default::default()
-    };
-    let client = client.clone();
-    tokio::spawn(async move {
-        fledge::controller::run(client, engine, options).await;
-    })
+    spawn_controller(client, ns, None, dir.to_owned())
 }
 
 /// Like [`start_controller`], with a default Prometheus (`--metrics-server`).
@@ -89,12 +79,21 @@ pub fn start_controller_with(
     ns: &str,
     metrics_server: Option<String>,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_controller(client, ns, metrics_server, policy_dir().into())
+}
+
+fn spawn_controller(
+    client: &Client,
+    ns: &str,
+    metrics_server: Option<String>,
+    policy_dir: std::path::PathBuf,
+) -> tokio::task::JoinHandle<()> {
     let engine = fledge::policy::PolicyEngine::new(fledge::policy::Limits::default(), None).expect("engine");
     let options = fledge::controller::Options {
         min_interval: Duration::from_secs(1),
         namespace: Some(ns.to_owned()),
         metrics_server,
-        policy_dir: Some(policy_dir().into()),
+        policy_dir: Some(policy_dir),
         ..Default::default()
     };
     let client = client.clone();
