@@ -82,7 +82,7 @@ async fn main() {
         );
     }
 
-    let before = rss_kib(controller.pid());
+    let before = support::rss_kib(controller.pid(), "VmRSS");
     let base = support::policy::built_component("fledge_policy_scripted");
     for i in 0..DISTINCT {
         // The same code under a distinct digest: a custom section with the index.
@@ -101,7 +101,7 @@ async fn main() {
         apply_until_ready(&ns, &name, &source).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_kib(controller.pid());
+    let after = support::rss_kib(controller.pid(), "VmRSS");
     println!(
         "controller RSS: {} MiB with the two figures' Policies, {} MiB with {DISTINCT} more distinct Policies \
          ({:.1} MiB each)",
@@ -159,14 +159,4 @@ fn with_custom_section(bytes: &[u8], payload: &str) -> Vec<u8> {
     out.extend_from_slice(name);
     out.extend_from_slice(payload.as_bytes());
     out
-}
-
-/// A process's resident set (VmRSS), in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }

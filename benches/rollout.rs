@@ -43,12 +43,12 @@ async fn main() {
     .await
     .expect("create canary");
     wait_phase(&ns, Phase::Initialized, LIMIT).await;
-    let idle_rss = rss_kib(controller.pid(), "VmRSS");
+    let idle_rss = support::rss_kib(controller.pid(), "VmRSS");
 
     let scale_ups = set_image_to_scale_up(&ns, 5).await;
     let requests = requests_per_interval(&ns, &controller.metrics_url).await;
-    let rss = rss_kib(controller.pid(), "VmRSS");
-    let peak = rss_kib(controller.pid(), "VmHWM");
+    let rss = support::rss_kib(controller.pid(), "VmRSS");
+    let peak = support::rss_kib(controller.pid(), "VmHWM");
     let teardown = delete_and_restore(&ns).await;
 
     println!("\nfledge rollout figures (release binary, local plane, one canary)");
@@ -168,14 +168,4 @@ async fn delete_and_restore(ns: &TestNamespace) -> Duration {
         "podinfo restored"
     );
     took
-}
-
-/// A `/proc/<pid>/status` field in KiB.
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

@@ -91,3 +91,13 @@ where
         }
     }
 }
+
+/// A field of a process's /proc status (`VmRSS`, `VmHWM`), in KiB; 0 when it cannot be read.
+pub fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
