@@ -23,6 +23,11 @@ fn rollout() -> Rollout {
             ..Default::default()
         },
         config: "{}".into(),
+        intervals_at_weight: 0,
+        seconds_in_phase: 0,
+        revision: "rev-1".into(),
+        state: None,
+        history: Vec::new(),
     }
 }
 

@@ -10,8 +10,8 @@ bin=$("$root/tests/controlplane/build.sh" | tail -n 1)
 cache=${FLEDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}
 # The Python example, for the policy load figures.
 py=$(mktemp -d)/exponential.wasm
-(cd "$root/examples/policies/python" &&
-  "$cache/py-venv-componentize-0.25.1/bin/componentize-py" -d ../../../wit -w step-policy componentize app --stub-wasi -o "$py")
+(cd "$root/examples/policies/contract-0.1/python-exponential" &&
+  "$cache/py-venv-componentize-0.25.1/bin/componentize-py" -d ../../../../wit/v0.1.0 -w step-policy componentize app --stub-wasi -o "$py")
 export FLEDGE_PYTHON_POLICY=$py FLEDGE_REGISTRY_BIN=$cache/docker-registry-2.8.2/usr/bin/docker-registry
 # Build before the plane starts, so the plane is not kept waiting on the compiler.
 cargo bench --locked --bench rollout --bench policy_store --no-run

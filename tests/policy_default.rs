@@ -10,7 +10,7 @@ use support::policy::{default_policy, engine, rollout};
 fn walk(policy: &dyn Policy, mut r: Rollout) -> (Vec<u32>, StepDecision) {
     let mut weights = Vec::new();
     for _ in 0..200 {
-        match policy.step(&r).expect("step") {
+        match policy.step(&r).expect("step").decision {
             StepDecision::SetWeight { weight } => {
                 weights.push(weight);
                 r.canary_weight = weight;
@@ -106,15 +106,18 @@ fn threshold_2_rolls_back_after_two_failed_analyses() {
     for expected_failed in 1..=2 {
         // Below the threshold the step keeps going.
         assert!(matches!(
-            policy.step(&r).expect("step"),
+            policy.step(&r).expect("step").decision,
             StepDecision::SetWeight { .. }
         ));
-        let judged = policy.analyse(&r, &failing, &[], None).expect("analysis");
+        let judged = policy
+            .analyse(&r, &failing, &[], None)
+            .expect("analysis")
+            .decision;
         assert_eq!(judged.verdict, Verdict::Fail);
         r.failed_checks += 1;
         assert_eq!(r.failed_checks, expected_failed);
     }
-    match policy.step(&r).expect("step") {
+    match policy.step(&r).expect("step").decision {
         StepDecision::Rollback { reason } => assert!(reason.contains("threshold"), "{reason}"),
         other => panic!("expected rollback, got {other:?}"),
     }
@@ -139,12 +142,14 @@ fn success_rate_98_9_fails_a_minimum_of_99_and_99_passes() {
     let r = rollout(AnalysisSettings::default());
     let low = policy
         .analyse(&r, &[success_rate(Some(98.9))], &[], None)
-        .expect("analysis");
+        .expect("analysis")
+        .decision;
     assert_eq!(low.verdict, Verdict::Fail);
     assert!(low.metrics[0].message.contains("98.9"), "{:?}", low.metrics);
     let edge = policy
         .analyse(&r, &[success_rate(Some(99.0))], &[], None)
-        .expect("analysis");
+        .expect("analysis")
+        .decision;
     assert_eq!(edge.verdict, Verdict::Pass, "bounds are inclusive");
 }
 
@@ -166,6 +171,7 @@ fn maximum_bound_is_inclusive_too() {
         policy
             .analyse(&r, &[latency(500.0)], &[], None)
             .expect("analysis")
+            .decision
             .verdict,
         Verdict::Pass
     );
@@ -173,6 +179,7 @@ fn maximum_bound_is_inclusive_too() {
         policy
             .analyse(&r, &[latency(500.1)], &[], None)
             .expect("analysis")
+            .decision
             .verdict,
         Verdict::Fail
     );
@@ -186,7 +193,8 @@ fn no_data_fails_the_analysis() {
     for value in [None, Some(f64::NAN)] {
         let judged = policy
             .analyse(&r, &[success_rate(value)], &[], None)
-            .expect("analysis");
+            .expect("analysis")
+            .decision;
         assert_eq!(judged.verdict, Verdict::Fail);
         assert!(
             judged.metrics[0].message.contains("no values"),
@@ -204,7 +212,8 @@ fn a_query_error_fails_the_analysis_with_its_reason() {
     check.error = Some("prometheus unreachable".into());
     let judged = policy
         .analyse(&rollout(AnalysisSettings::default()), &[check], &[], None)
-        .expect("analysis");
+        .expect("analysis")
+        .decision;
     assert_eq!(judged.verdict, Verdict::Fail);
     assert!(judged.metrics[0].message.contains("prometheus unreachable"));
 }
@@ -226,7 +235,8 @@ fn a_failed_rollout_webhook_fails_the_analysis() {
             &[hook],
             None,
         )
-        .expect("analysis");
+        .expect("analysis")
+        .decision;
     assert_eq!(judged.verdict, Verdict::Fail);
 }
 
@@ -241,10 +251,10 @@ fn blue_green_iterates_then_promotes_without_shifting_traffic() {
     });
     for done in 0..3 {
         r.iterations = done;
-        assert_eq!(policy.step(&r).expect("step"), StepDecision::Iterate);
+        assert_eq!(policy.step(&r).expect("step").decision, StepDecision::Iterate);
     }
     r.iterations = 3;
-    assert_eq!(policy.step(&r).expect("step"), StepDecision::Promote);
+    assert_eq!(policy.step(&r).expect("step").decision, StepDecision::Promote);
 }
 
 #[test]
@@ -255,14 +265,14 @@ fn promotion_returns_traffic_at_once_or_by_step_weight_promotion() {
     r.phase = Phase::Promoting;
     r.canary_weight = 60;
     assert_eq!(
-        policy.step(&r).expect("step"),
+        policy.step(&r).expect("step").decision,
         StepDecision::SetWeight { weight: 0 }
     );
     r.analysis.step_weight_promotion = Some(25);
     let (weights, _) = {
         let mut seen = Vec::new();
         while r.canary_weight > 0 {
-            let StepDecision::SetWeight { weight } = policy.step(&r).expect("step") else {
+            let StepDecision::SetWeight { weight } = policy.step(&r).expect("step").decision else {
                 panic!("not a weight")
             };
             seen.push(weight);
@@ -291,18 +301,23 @@ fn gates_open_when_every_webhook_approves_and_close_naming_the_one_that_did_not(
         message: String::new(),
     };
     assert_eq!(
-        policy.gate(&r, GateKind::ConfirmRollout, &[]).expect("gate"),
+        policy
+            .gate(&r, GateKind::ConfirmRollout, &[])
+            .expect("gate")
+            .decision,
         GateDecision::Open
     );
     assert_eq!(
         policy
             .gate(&r, GateKind::ConfirmPromotion, std::slice::from_ref(&yes))
-            .expect("gate"),
+            .expect("gate")
+            .decision,
         GateDecision::Open
     );
     match policy
         .gate(&r, GateKind::ConfirmRollout, &[yes, no])
         .expect("gate")
+        .decision
     {
         GateDecision::Closed { reason } => {
             assert_eq!(reason, "Halt podinfo.test advancement waiting for approval gate");
@@ -342,5 +357,5 @@ fn the_default_policy_imports_nothing_from_wasi() {
         "{:?}",
         policy.imports()
     );
-    assert_eq!(policy.package_version(), Some("0.1.0"));
+    assert_eq!(policy.package_version(), Some("0.2.0"));
 }

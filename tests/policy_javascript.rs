@@ -1,4 +1,4 @@
-//! The contract in JavaScript: examples/policies/javascript, built from source with jco's QuickJS backend,
+//! The contract in JavaScript: examples/policies/contract-0.1/javascript-linear, built from source with jco's QuickJS backend,
 //! imports nothing the host does not grant, and passes its scenario through the real host with
 //! `fledge policy test`.
 
@@ -11,7 +11,7 @@ use fledge::policy::Grants;
 use support::policy::engine;
 
 fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/policies/javascript")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/policies/contract-0.1/javascript-linear")
 }
 
 /// Builds the example with the jco that `make test` installs; returns the component's path.
@@ -24,7 +24,7 @@ fn build_javascript_example() -> PathBuf {
             "componentize",
             "step.js",
             "-w",
-            "../../../wit",
+            "../../../../wit/v0.1.0",
             "-n",
             "step-policy",
         ])

@@ -20,7 +20,7 @@ fn misbehave(engine: &PolicyEngine, mode: &str) -> PolicyError {
     let good = default_policy(engine)
         .step(&rollout(AnalysisSettings::default()))
         .expect("good policy after hostile");
-    assert_eq!(good, StepDecision::SetWeight { weight: 20 });
+    assert_eq!(good.decision, StepDecision::SetWeight { weight: 20 });
     err
 }
 
@@ -31,7 +31,10 @@ fn well_behaved_mode_of_the_hostile_component_answers() {
         .load("hostile", &built_component("fledge_policy_hostile"), Grants::ALL)
         .expect("load");
     assert_eq!(
-        hostile.step(&rollout(AnalysisSettings::default())).expect("step"),
+        hostile
+            .step(&rollout(AnalysisSettings::default()))
+            .expect("step")
+            .decision,
         StepDecision::SetWeight { weight: 10 }
     );
 }
@@ -60,7 +63,7 @@ fn endless_loop_times_out_within_twice_the_deadline() {
     // The same component still serves well-formed calls: every call gets a fresh Store.
     r.config = "{}".into();
     assert_eq!(
-        hostile.step(&r).expect("next call"),
+        hostile.step(&r).expect("next call").decision,
         StepDecision::SetWeight { weight: 10 }
     );
     misbehave(&engine, "loop");

@@ -114,6 +114,7 @@ fn waiting_on_slow_queries_is_not_charged_to_the_policy_deadline() {
     });
     let result = policy
         .analyse(&rollout(AnalysisSettings::default()), &[], &[], Some(source))
-        .expect("not timed out");
+        .expect("not timed out")
+        .decision;
     assert_eq!(result.verdict, Verdict::Pass, "{result:?}");
 }

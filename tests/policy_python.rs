@@ -10,17 +10,17 @@ use fledge::policy::types::{AnalysisSettings, StepDecision};
 use fledge::policy::{Grants, Policy};
 use support::policy::{engine, rollout};
 
-/// Builds examples/policies/python into a component with the componentize-py that `make test` installs.
+/// Builds examples/policies/contract-0.1/python-exponential into a component with the componentize-py that `make test` installs.
 fn build_python_example() -> Vec<u8> {
     let tool = std::env::var("FLEDGE_COMPONENTIZE_PY")
         .expect("FLEDGE_COMPONENTIZE_PY must name componentize-py (make test installs it)");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = std::env::temp_dir().join(format!("fledge-python-policy-{}.wasm", std::process::id()));
     let status = Command::new(tool)
-        .current_dir(root.join("examples/policies/python"))
+        .current_dir(root.join("examples/policies/contract-0.1/python-exponential"))
         .args([
             "-d",
-            "../../../wit",
+            "../../../../wit/v0.1.0",
             "-w",
             "step-policy",
             "componentize",
@@ -56,7 +56,7 @@ fn python_exponential_ramp_doubles_to_max_weight_then_promotes() {
     });
     let mut weights = Vec::new();
     loop {
-        match policy.step(&r).expect("python step") {
+        match policy.step(&r).expect("python step").decision {
             StepDecision::SetWeight { weight } => {
                 weights.push(weight);
                 r.canary_weight = weight;
@@ -70,7 +70,7 @@ fn python_exponential_ramp_doubles_to_max_weight_then_promotes() {
 
     r.failed_checks = 2;
     assert!(matches!(
-        policy.step(&r).expect("step"),
+        policy.step(&r).expect("step").decision,
         StepDecision::Rollback { .. }
     ));
     r.config = r#"{"factor": 1}"#.into();

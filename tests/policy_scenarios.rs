@@ -24,7 +24,7 @@ fn policy_test(scenario: &std::path::Path) -> (Option<i32>, String) {
 fn the_default_policy_passes_its_shipped_scenario() {
     let (code, table) = policy_test(&scenario());
     assert_eq!(code, Some(0), "{table}");
-    assert!(table.contains("8 ticks, 0 failed"), "{table}");
+    assert!(table.contains("7 ticks, 0 failed"), "{table}");
 }
 
 #[test]

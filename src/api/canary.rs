@@ -329,6 +329,9 @@ pub struct CanaryStatus {
     pub canary_weight: i32,
     #[serde(default)]
     pub iterations: i32,
+    /// fledge: analysis intervals spent at the current weight.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub intervals_at_weight: i32,
     /// `configmap/<name>` or `secret/<name>` → content hash, of what the target references.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tracked_configs: BTreeMap<String, String>,
@@ -435,4 +438,14 @@ pub struct PolicyStatus {
     pub digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
+    /// The policy's own state (JSON text, ≤ 4 KiB) from its last answer in this rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The last analyses of this rollout (≤ 10, oldest first), as the policy is shown them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::policy::types::AnalysisRecord>,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
 }

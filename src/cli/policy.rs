@@ -143,7 +143,9 @@ pub fn test(source: &str, scenario: &Path, auth: &Auth, insecure: bool) -> anyho
         std::fs::read_to_string(scenario).map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
     let scenario = super::scenario::parse(&text)?;
     let policy = load(source, auth, insecure)?;
-    let reports = super::scenario::run(policy.as_ref(), &scenario);
+    // The worlds a component does not export are the built-in default's, as in the controller.
+    let fallback = load(crate::policy::BUILTIN_DEFAULT, auth, insecure)?;
+    let reports = super::scenario::run(policy.as_ref(), fallback.as_ref(), &scenario);
     Ok((super::scenario::table(&reports), reports.iter().all(|r| r.ok)))
 }
 
@@ -154,6 +156,8 @@ pub struct Inspection {
     pub source: String,
     pub digest: String,
     pub package_version: Option<String>,
+    /// The judgements it implements: `step`, `gate`, `analysis`.
+    pub worlds: Vec<String>,
     pub exports: Vec<String>,
     pub imports: Vec<String>,
 }
@@ -165,6 +169,7 @@ pub fn inspect(source: &str, auth: &Auth, insecure: bool) -> anyhow::Result<Insp
         source: source.to_owned(),
         digest: format!("sha256:{}", component.digest()),
         package_version: component.package_version().map(str::to_owned),
+        worlds: component.worlds().into_iter().map(str::to_owned).collect(),
         exports: component.exports().to_vec(),
         imports: component.imports().to_vec(),
     })

@@ -6,8 +6,8 @@
 use serde::Deserialize;
 
 use crate::policy::types::{
-    AnalysisSettings, GateDecision, GateKind, MetricCheck, Phase, Rollout, StepDecision, ThresholdRange,
-    Verdict, WebhookOutcome,
+    AnalysisRecord, AnalysisResult, AnalysisSettings, Answer, CheckValue, GateDecision, GateKind,
+    MAX_HISTORY, MetricCheck, Phase, Rollout, StepDecision, ThresholdRange, Verdict, WebhookOutcome,
 };
 use crate::policy::{Policy, PolicyError};
 
@@ -43,6 +43,12 @@ pub struct ScenarioTick {
     pub weight: Option<u32>,
     pub iterations: Option<u32>,
     pub failed_checks: Option<u32>,
+    /// Seconds since the scenario started (default: one analysis interval after the tick before).
+    pub time: Option<f64>,
+    /// The revision under test; a new one starts the rollout over with no state or history.
+    pub revision: Option<String>,
+    /// Replaces the policy's state before the tick (JSON).
+    pub state: Option<serde_json::Value>,
     /// Metric checks for the analysis world.
     #[serde(default)]
     pub checks: Vec<CheckInput>,
@@ -77,6 +83,8 @@ pub struct Expect {
     pub step: Option<StepExpect>,
     pub verdict: Option<Verdict>,
     pub gate: Option<GateExpect>,
+    /// The policy's state after the tick (compared as JSON).
+    pub state: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +134,7 @@ struct ExpectMap {
     rollback: bool,
     verdict: Option<Verdict>,
     gate: Option<GateExpect>,
+    state: Option<serde_json::Value>,
 }
 
 impl From<ExpectInput> for Expect {
@@ -156,6 +165,7 @@ impl From<ExpectInput> for Expect {
                     step,
                     verdict: m.verdict,
                     gate: m.gate,
+                    state: m.state,
                 }
             }
         }
@@ -171,6 +181,8 @@ pub struct TickReport {
     /// What the policy answered, in the scenario's words.
     pub answered: String,
     pub expected: String,
+    /// The policy's state after the tick.
+    pub state: Option<String>,
     pub ok: bool,
 }
 
@@ -200,137 +212,324 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     Ok(scenario)
 }
 
-/// Runs every tick against `policy`. A policy error is an answer too (`error: <category>`), and never
-/// matches an expectation.
-pub fn run(policy: &dyn Policy, scenario: &Scenario) -> Vec<TickReport> {
-    let (name, namespace) = scenario
-        .canary
-        .as_ref()
-        .map_or(("podinfo".to_owned(), "test".to_owned()), |c| {
-            (c.name.clone(), c.namespace.clone())
-        });
-    let mut rollout = Rollout {
-        name,
-        namespace,
-        phase: Phase::Progressing,
-        canary_weight: 0,
-        iterations: 0,
-        failed_checks: 0,
-        analysis: scenario.analysis.clone(),
-        config: scenario
-            .config
-            .as_ref()
-            .map_or_else(|| "{}".to_owned(), serde_json::Value::to_string),
-    };
+/// Runs every tick against `policy` as the controller would, `fallback` answering the worlds `policy` does
+/// not export (the controller's built-in default). A policy error is an answer too (`error: <category>`),
+/// and never matches an expectation.
+pub fn run(policy: &dyn Policy, fallback: &dyn Policy, scenario: &Scenario) -> Vec<TickReport> {
+    let mut sim = Simulation::new(policy, fallback, scenario);
     let mut reports = Vec::new();
     for (i, tick) in scenario.ticks.iter().enumerate() {
-        if let Some(p) = tick.phase {
-            rollout.phase = p;
-        }
-        if let Some(w) = tick.weight {
-            rollout.canary_weight = w;
-        }
-        if let Some(n) = tick.iterations {
-            rollout.iterations = n;
-        }
-        if let Some(n) = tick.failed_checks {
-            rollout.failed_checks = n;
-        }
-        let judged = judge(policy, &rollout, tick);
+        sim.enter(tick);
+        let (phase, weight) = (sim.rollout.phase, sim.rollout.canary_weight);
+        let judged = sim.tick(tick);
+        let state_ok = tick.expect.state.as_ref().is_none_or(|want| {
+            sim.rollout
+                .state
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .as_ref()
+                == Some(want)
+        });
         reports.push(TickReport {
             index: i + 1,
-            phase: rollout.phase,
-            weight: rollout.canary_weight,
+            phase,
+            weight,
             answered: judged.answers.join(", "),
             expected: describe_expect(&tick.expect),
-            ok: judged.ok,
+            state: sim.rollout.state.clone(),
+            ok: judged.ok && state_ok,
         });
-        carry(&mut rollout, &judged);
     }
     reports
 }
 
-/// What one tick's policy calls answered.
+/// The rollout as the controller carries it from tick to tick: weight, counters, the policy's state and the
+/// analysis history.
+struct Simulation<'a> {
+    policy: &'a dyn Policy,
+    fallback: &'a dyn Policy,
+    rollout: Rollout,
+    /// Scenario time of this tick and of the last phase change, in seconds.
+    now: f64,
+    phase_since: f64,
+    interval: f64,
+}
+
+/// What one tick's policy calls answered, and whether each expected answer came.
+#[derive(Default)]
 struct Judged {
     answers: Vec<String>,
     ok: bool,
-    verdict: Option<Verdict>,
-    step: Option<StepDecision>,
 }
 
-/// Asks the worlds the tick expects answers of (each once); says whether all matched.
-fn judge(policy: &dyn Policy, rollout: &Rollout, tick: &ScenarioTick) -> Judged {
-    let mut answers = Vec::new();
-    let mut ok = true;
-    let (mut verdict, mut step) = (None, None);
-    if let Some(want) = tick.expect.verdict {
+impl<'a> Simulation<'a> {
+    fn new(policy: &'a dyn Policy, fallback: &'a dyn Policy, scenario: &Scenario) -> Self {
+        let (name, namespace) = scenario
+            .canary
+            .as_ref()
+            .map_or(("podinfo".to_owned(), "test".to_owned()), |c| {
+                (c.name.clone(), c.namespace.clone())
+            });
+        let rollout = Rollout {
+            name,
+            namespace,
+            phase: Phase::Progressing,
+            canary_weight: 0,
+            iterations: 0,
+            failed_checks: 0,
+            analysis: scenario.analysis.clone(),
+            config: scenario
+                .config
+                .as_ref()
+                .map_or_else(|| "{}".to_owned(), serde_json::Value::to_string),
+            intervals_at_weight: 0,
+            seconds_in_phase: 0,
+            revision: "scenario".into(),
+            state: None,
+            history: Vec::new(),
+        };
+        let interval = match scenario.analysis.interval_seconds {
+            0 => 60.0,
+            n => f64::from(n),
+        };
+        Self {
+            policy,
+            fallback,
+            rollout,
+            now: 0.0,
+            phase_since: 0.0,
+            interval,
+        }
+    }
+
+    /// Applies what the tick says the rollout looks like; a new revision starts with no state or history.
+    fn enter(&mut self, tick: &ScenarioTick) {
+        self.now = tick.time.unwrap_or(self.now + self.interval);
+        let r = &mut self.rollout;
+        if let Some(rev) = &tick.revision
+            && *rev != r.revision
+        {
+            r.revision.clone_from(rev);
+            r.state = None;
+            r.history.clear();
+            r.intervals_at_weight = 0;
+        }
+        if let Some(p) = tick.phase {
+            self.set_phase(p);
+        }
+        let r = &mut self.rollout;
+        if let Some(w) = tick.weight
+            && w != r.canary_weight
+        {
+            r.canary_weight = w;
+            r.intervals_at_weight = 0;
+        }
+        if let Some(n) = tick.iterations {
+            r.iterations = n;
+        }
+        if let Some(n) = tick.failed_checks {
+            r.failed_checks = n;
+        }
+        if let Some(state) = &tick.state {
+            r.state = Some(state.to_string());
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        if phase != self.rollout.phase {
+            self.rollout.phase = phase;
+            self.phase_since = self.now;
+        }
+    }
+
+    fn seen(&self) -> Rollout {
+        let mut r = self.rollout.clone();
+        r.seconds_in_phase = (self.now - self.phase_since).max(0.0) as u32;
+        r
+    }
+
+    /// One controller tick: a gate tick asks only its gate; an analysing tick judges first (a failure
+    /// counts and only a rollback may follow), then asks the step and applies it.
+    fn tick(&mut self, tick: &ScenarioTick) -> Judged {
+        let mut judged = Judged {
+            ok: true,
+            ..Judged::default()
+        };
+        if let Some(kind) = tick.gate {
+            self.gate(tick, kind, &mut judged);
+            return judged;
+        }
+        let analysing = matches!(self.rollout.phase, Phase::Progressing | Phase::WaitingPromotion)
+            && (self.rollout.canary_weight > 0 || self.rollout.iterations > 0);
+        let verdict = if analysing || tick.expect.verdict.is_some() {
+            self.analyse(tick, &mut judged)
+        } else {
+            None
+        };
+        if matches!(verdict, Some(Verdict::Inconclusive)) || (verdict.is_none() && analysing) {
+            // Inconclusive, or the policy failed: the controller stops the tick here.
+            judged.ok &= tick.expect.step.is_none();
+            return judged;
+        }
+        let failed = verdict == Some(Verdict::Fail);
+        if failed {
+            self.rollout.failed_checks += 1;
+        }
+        if let Some(step) = self.step(tick, &mut judged) {
+            self.apply(&step, failed);
+        }
+        judged
+    }
+
+    fn analyse(&mut self, tick: &ScenarioTick, judged: &mut Judged) -> Option<Verdict> {
+        self.rollout.intervals_at_weight += 1;
         let checks: Vec<MetricCheck> = tick.checks.iter().map(check).collect();
-        match policy.analyse(rollout, &checks, &tick.hooks, None) {
-            Ok(result) => {
-                answers.push(format!("verdict {}", verdict_word(result.verdict)));
-                ok &= result.verdict == want;
-                verdict = Some(result.verdict);
+        let answer = ask(
+            self.policy,
+            self.fallback,
+            |p, r| p.analyse(r, &checks, &tick.hooks, None),
+            &self.seen(),
+        );
+        match answer {
+            Ok(answer) => {
+                let result = self.remember(answer);
+                judged
+                    .answers
+                    .push(format!("verdict {}", verdict_word(result.verdict)));
+                if let Some(want) = tick.expect.verdict {
+                    judged.ok &= result.verdict == want;
+                }
+                self.record(&checks, &result);
+                Some(result.verdict)
             }
             Err(e) => {
-                answers.push(error_word(&e));
-                ok = false;
+                judged.answers.push(error_word(&e));
+                judged.ok = false;
+                self.rollout.failed_checks += 1;
+                None
             }
         }
     }
-    if let (Some(kind), Some(want)) = (tick.gate, tick.expect.gate) {
-        match policy.gate(rollout, kind, &tick.hooks) {
-            Ok(decision) => {
-                let got = match decision {
+
+    /// The analysis as the next ticks' `history` shows it.
+    fn record(&mut self, checks: &[MetricCheck], result: &AnalysisResult) {
+        let history = &mut self.rollout.history;
+        history.push(AnalysisRecord {
+            time: self.now,
+            weight: self.rollout.canary_weight,
+            verdict: result.verdict,
+            checks: checks
+                .iter()
+                .map(|c| CheckValue {
+                    name: c.name.clone(),
+                    value: c.value,
+                    verdict: result
+                        .metrics
+                        .iter()
+                        .find(|m| m.name == c.name)
+                        .map_or(Verdict::Inconclusive, |m| m.verdict),
+                })
+                .collect(),
+        });
+        let over = history.len().saturating_sub(MAX_HISTORY);
+        history.drain(..over);
+    }
+
+    fn step(&mut self, tick: &ScenarioTick, judged: &mut Judged) -> Option<StepDecision> {
+        match ask(self.policy, self.fallback, |p, r| p.step(r), &self.seen()) {
+            Ok(answer) => {
+                let decision = self.remember(answer);
+                judged.answers.push(step_word(&decision));
+                if let Some(want) = tick.expect.step {
+                    judged.ok &= step_matches(&decision, want);
+                }
+                Some(decision)
+            }
+            Err(e) => {
+                judged.answers.push(error_word(&e));
+                judged.ok = false;
+                None
+            }
+        }
+    }
+
+    fn gate(&mut self, tick: &ScenarioTick, kind: GateKind, judged: &mut Judged) {
+        match ask(
+            self.policy,
+            self.fallback,
+            |p, r| p.gate(r, kind, &tick.hooks),
+            &self.seen(),
+        ) {
+            Ok(answer) => {
+                let got = match self.remember(answer) {
                     GateDecision::Open => GateExpect::Open,
                     GateDecision::Closed { .. } => GateExpect::Closed,
                     GateDecision::Rollback { .. } => GateExpect::Rollback,
                 };
-                answers.push(format!("gate {}", gate_word(got)));
-                ok &= got == want;
+                judged.answers.push(format!("gate {}", gate_word(got)));
+                judged.ok &= tick.expect.gate == Some(got);
             }
             Err(e) => {
-                answers.push(error_word(&e));
-                ok = false;
+                judged.answers.push(error_word(&e));
+                judged.ok = false;
             }
         }
     }
-    if let Some(want) = tick.expect.step {
-        match policy.step(rollout) {
-            Ok(decision) => {
-                answers.push(step_word(&decision));
-                ok &= step_matches(&decision, want);
-                step = Some(decision);
-            }
-            Err(e) => {
-                answers.push(error_word(&e));
-                ok = false;
-            }
+
+    fn remember<T>(&mut self, answer: Answer<T>) -> T {
+        if let Some(state) = answer.state {
+            self.rollout.state = Some(state);
         }
+        answer.decision
     }
-    Judged {
-        answers,
-        ok,
-        verdict,
-        step,
+
+    /// Moves the rollout on as the controller would: after a failed check only a rollback applies.
+    fn apply(&mut self, step: &StepDecision, failed: bool) {
+        if failed && !matches!(step, StepDecision::Rollback { .. }) {
+            return;
+        }
+        let r = &mut self.rollout;
+        match step {
+            StepDecision::SetWeight { weight } if *weight != r.canary_weight => {
+                r.canary_weight = *weight;
+                r.intervals_at_weight = 0;
+                if r.phase == Phase::Promoting && *weight == 0 {
+                    self.set_phase(Phase::Finalising);
+                }
+            }
+            StepDecision::Iterate => r.iterations += 1,
+            StepDecision::Promote if r.phase == Phase::Promoting => {
+                r.canary_weight = 0;
+                self.set_phase(Phase::Finalising);
+            }
+            StepDecision::Promote => self.set_phase(Phase::Promoting),
+            StepDecision::Rollback { .. } => {
+                r.canary_weight = 0;
+                self.set_phase(Phase::Failed);
+            }
+            StepDecision::SetWeight { .. } | StepDecision::Hold { .. } => {}
+        }
     }
 }
 
-/// Moves the rollout on as the controller would after this tick's answers: a failed analysis counts a failed
-/// check and moves nothing; otherwise the step answer applies.
-fn carry(rollout: &mut Rollout, judged: &Judged) {
-    if judged.verdict == Some(Verdict::Fail) {
-        rollout.failed_checks += 1;
-        return;
-    }
-    match &judged.step {
-        Some(StepDecision::SetWeight { weight }) => rollout.canary_weight = *weight,
-        Some(StepDecision::Iterate) => rollout.iterations += 1,
-        Some(StepDecision::Promote) => rollout.phase = Phase::Promoting,
-        Some(StepDecision::Rollback { .. }) => {
-            rollout.phase = Phase::Failed;
-            rollout.canary_weight = 0;
+/// Asks `policy`, or `fallback` for a world `policy` does not export — as the controller does, with the
+/// fallback seeing neither the component's config nor its state.
+fn ask<T>(
+    policy: &dyn Policy,
+    fallback: &dyn Policy,
+    call: impl Fn(&dyn Policy, &Rollout) -> Result<Answer<T>, PolicyError>,
+    rollout: &Rollout,
+) -> Result<Answer<T>, PolicyError> {
+    match call(policy, rollout) {
+        Err(PolicyError::MissingExport { .. }) => {
+            let own = Rollout {
+                config: "{}".into(),
+                state: None,
+                ..rollout.clone()
+            };
+            call(fallback, &own).map(|a| Answer::stateless(a.decision))
         }
-        Some(StepDecision::Hold { .. }) | None => {}
+        answer => answer,
     }
 }
 
@@ -395,6 +594,9 @@ fn describe_expect(e: &Expect) -> String {
     if let Some(g) = e.gate {
         parts.push(format!("gate {}", gate_word(g)));
     }
+    if let Some(state) = &e.state {
+        parts.push(format!("state {state}"));
+    }
     if let Some(s) = e.step {
         parts.push(match s {
             StepExpect::SetWeight(w) => format!("setWeight {w}"),
@@ -409,16 +611,19 @@ fn describe_expect(e: &Expect) -> String {
 
 /// The report as a plain table (stable when stdout is not a terminal).
 pub fn table(reports: &[TickReport]) -> String {
-    let mut out =
-        String::from("tick  phase              weight  answered                                  expected\n");
+    let mut out = format!(
+        "{:>4}  {:<18} {:>6}  {:<40}  {:<30} {:<24}\n",
+        "tick", "phase", "weight", "answered", "expected", "state"
+    );
     for r in reports {
         out.push_str(&format!(
-            "{:>4}  {:<18} {:>6}  {:<40}  {:<30} {}\n",
+            "{:>4}  {:<18} {:>6}  {:<40}  {:<30} {:<24} {}\n",
             r.index,
             r.phase.name(),
             r.weight,
             crate::text::clip(&r.answered, 40),
             r.expected,
+            crate::text::clip(r.state.as_deref().unwrap_or("-"), 24),
             if r.ok { "✓" } else { "✗" }
         ));
     }
@@ -456,35 +661,135 @@ ticks:
     checks: [{name: request-success-rate, value: 80, min: 99}]
     expect: {verdict: fail}
   - checks: [{name: request-success-rate, min: 99}]
-    expect: {verdict: fail}
-  - expect: rollback
+    expect: {verdict: fail, rollback: true}
   - gate: confirm-promotion
     hooks: [{name: approve, ok: false}]
     expect: {gate: closed}
 "#;
 
+    fn run_default(text: &str) -> Vec<TickReport> {
+        let policy = default_policy();
+        run(policy.as_ref(), policy.as_ref(), &parse(text).expect("scenario"))
+    }
+
     #[test]
     fn the_default_policy_passes_its_seed_scenario_and_the_rollout_carries_forward() {
-        let reports = run(default_policy().as_ref(), &parse(SEED).expect("scenario"));
+        let reports = run_default(SEED);
         assert!(reports.iter().all(|r| r.ok), "{}", table(&reports));
-        // Weights moved with the answers; two failed analyses counted two failed checks.
+        // Weights moved with the answers; the second failed analysis reached the threshold and the policy
+        // rolled back in the same tick, weight 0.
         assert_eq!(
             reports.iter().map(|r| r.weight).collect::<Vec<_>>(),
-            [0, 20, 40, 60, 20, 20, 20, 0]
+            [0, 20, 40, 60, 20, 20, 0]
         );
     }
 
     #[test]
     fn a_wrong_expectation_is_reported_as_a_failed_tick() {
         let wrong = SEED.replace("expect: {setWeight: 60}", "expect: {setWeight: 50}");
-        let reports = run(default_policy().as_ref(), &parse(&wrong).expect("scenario"));
+        let reports = run_default(&wrong);
         let failed: Vec<_> = reports.iter().filter(|r| !r.ok).collect();
         assert_eq!(failed.len(), 1, "{}", table(&reports));
         assert_eq!(
             (failed[0].index, failed[0].answered.as_str()),
-            (3, "setWeight 60")
+            (3, "verdict pass, setWeight 60")
         );
         assert!(table(&reports).contains("1 failed"));
+    }
+
+    /// Counts its calls in `state` ({"analyses": n, "steps": n}) and steps by 10 once two analyses passed at
+    /// the current weight (from `history`).
+    struct Counting;
+
+    fn counts(r: &Rollout) -> (u64, u64) {
+        let v: serde_json::Value = r.state.as_deref().map_or(serde_json::json!({}), |s| {
+            serde_json::from_str(s).expect("state is JSON")
+        });
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        (n("analyses"), n("steps"))
+    }
+
+    impl Policy for Counting {
+        fn step(&self, r: &Rollout) -> Result<Answer<StepDecision>, PolicyError> {
+            let (a, s) = counts(r);
+            let passes = r
+                .history
+                .iter()
+                .rev()
+                .take_while(|h| h.weight == r.canary_weight && h.verdict == Verdict::Pass)
+                .count();
+            let decision = if r.canary_weight == 0 || passes >= 2 {
+                StepDecision::SetWeight {
+                    weight: r.canary_weight + 10,
+                }
+            } else {
+                StepDecision::Hold {
+                    reason: format!("{passes} passes"),
+                }
+            };
+            Ok(Answer {
+                decision,
+                state: Some(serde_json::json!({"analyses": a, "steps": s + 1}).to_string()),
+            })
+        }
+        fn gate(
+            &self,
+            _: &Rollout,
+            _: GateKind,
+            _: &[WebhookOutcome],
+        ) -> Result<Answer<GateDecision>, PolicyError> {
+            Ok(Answer::stateless(GateDecision::Open))
+        }
+        fn analyse(
+            &self,
+            r: &Rollout,
+            checks: &[MetricCheck],
+            _: &[WebhookOutcome],
+            _: Option<std::sync::Arc<dyn crate::policy::types::MetricsSource>>,
+        ) -> Result<Answer<AnalysisResult>, PolicyError> {
+            let (a, s) = counts(r);
+            let verdict = if checks.iter().all(|c| c.value.is_some()) {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            };
+            Ok(Answer {
+                decision: AnalysisResult {
+                    verdict,
+                    metrics: Vec::new(),
+                },
+                state: Some(serde_json::json!({"analyses": a + 1, "steps": s}).to_string()),
+            })
+        }
+    }
+
+    #[test]
+    fn state_and_history_thread_from_call_to_call_as_in_the_controller() {
+        let text = r#"
+ticks:
+  - expect: {setWeight: 10, state: {analyses: 0, steps: 1}}
+  - expect: {verdict: pass, hold: true, state: {analyses: 1, steps: 2}}
+  - expect: {verdict: pass, setWeight: 20, state: {analyses: 2, steps: 3}}
+  - checks: [{name: errors}]
+    expect: {verdict: fail, state: {analyses: 3, steps: 4}}
+  - revision: second
+    weight: 0
+    expect: {setWeight: 10, state: {analyses: 0, steps: 1}}
+"#;
+        let reports = run(&Counting, &Counting, &parse(text).expect("scenario"));
+        assert!(reports.iter().all(|r| r.ok), "{}", table(&reports));
+        assert_eq!(
+            reports.iter().map(|r| r.weight).collect::<Vec<_>>(),
+            [0, 10, 10, 20, 0],
+            "a failed analysis moves nothing; a new revision starts over"
+        );
+    }
+
+    #[test]
+    fn an_expected_state_that_differs_fails_the_tick() {
+        let text = "ticks:\n  - expect: {setWeight: 10, state: {analyses: 0, steps: 7}}\n";
+        let reports = run(&Counting, &Counting, &parse(text).expect("scenario"));
+        assert!(!reports[0].ok, "{}", table(&reports));
     }
 
     #[test]

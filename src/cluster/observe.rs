@@ -78,6 +78,7 @@ pub async fn observe(
             // The controller knows these, not the cluster read.
             policy_blocked: None,
             target_missing_secs: 0,
+            now: unix_seconds(now),
         },
         tracked: configs.into_keys().collect(),
         label: Some(label),
@@ -122,6 +123,7 @@ async fn without_target(
             routed_canary_weight: routed,
             drifted_canary_weight: drifted,
             routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
+            now: unix_seconds(now),
             ..Observed::default()
         },
         virtual_service,
@@ -166,4 +168,9 @@ fn tracked<K: ResourceExt>(obj: &K) -> bool {
     !TRACKING_OPT_OUT
         .iter()
         .any(|a| obj.annotations().get(*a).map(String::as_str) == Some("disabled"))
+}
+
+/// A timestamp as seconds since the Unix epoch (the lifecycle's clock).
+pub fn unix_seconds(t: Timestamp) -> f64 {
+    t.as_duration().as_secs_f64()
 }

@@ -10,9 +10,10 @@ use tokio::runtime::Handle;
 
 use crate::analysis::{PolicyMetrics, Providers};
 use crate::api::{AnalysisStatus, CheckStatus, ValidSpec, WebhookStatus, WebhookType};
-use crate::lifecycle::Judge;
+use crate::lifecycle::{Judge, Judged};
 use crate::policy::types::{
-    GateDecision, GateKind, MetricVerdict, MetricsSource, Rollout, StepDecision, Verdict, WebhookOutcome,
+    Answer, CheckValue, GateDecision, GateKind, MetricVerdict, MetricsSource, Rollout, StepDecision, Verdict,
+    WebhookOutcome,
 };
 use crate::policy::{Policy, PolicyComponent, PolicyError};
 use crate::telemetry::metrics::Metrics;
@@ -103,17 +104,17 @@ impl PolicyJudge {
 }
 
 impl Judge for PolicyJudge {
-    fn step(&mut self, rollout: &Rollout) -> Result<StepDecision, PolicyError> {
+    fn step(&mut self, rollout: &Rollout) -> Result<Answer<StepDecision>, PolicyError> {
         let started = std::time::Instant::now();
         let answer = match self.policy.step(rollout) {
-            Err(PolicyError::MissingExport { .. }) => self.fallback.step(&own_config(rollout)),
+            Err(PolicyError::MissingExport { .. }) => self.fallback.step(&own_config(rollout)).map(forget),
             answer => answer,
         };
         self.timed("step", started, &answer);
         answer
     }
 
-    fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError> {
+    fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<Answer<GateDecision>, PolicyError> {
         let webhook_kind = match kind {
             GateKind::ConfirmRollout => WebhookType::ConfirmRollout,
             GateKind::ConfirmTrafficIncrease => WebhookType::ConfirmTrafficIncrease,
@@ -122,14 +123,16 @@ impl Judge for PolicyJudge {
         let hooks = self.call(rollout, webhook_kind);
         let started = std::time::Instant::now();
         let answer = match self.policy.gate(rollout, kind, &hooks) {
-            Err(PolicyError::MissingExport { .. }) => self.fallback.gate(&own_config(rollout), kind, &hooks),
+            Err(PolicyError::MissingExport { .. }) => {
+                self.fallback.gate(&own_config(rollout), kind, &hooks).map(forget)
+            }
             answer => answer,
         };
         self.timed("gate", started, &answer);
         answer
     }
 
-    fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError> {
+    fn analyse(&mut self, rollout: &Rollout) -> Result<Answer<Judged>, PolicyError> {
         let started = std::time::Instant::now();
         let hooks = self.call(rollout, WebhookType::Rollout);
         let checks = self.io.handle.block_on(self.io.providers.run_checks(
@@ -141,19 +144,19 @@ impl Judge for PolicyJudge {
         let source = self.metrics.clone().map(|m| m as Arc<dyn MetricsSource>);
         let policy_started = std::time::Instant::now();
         let result = match self.policy.analyse(rollout, &plain, &hooks, source.clone()) {
-            Err(PolicyError::MissingExport { .. }) => {
-                self.fallback
-                    .analyse(&own_config(rollout), &plain, &hooks, source)
-            }
+            Err(PolicyError::MissingExport { .. }) => self
+                .fallback
+                .analyse(&own_config(rollout), &plain, &hooks, source)
+                .map(forget),
             answer => answer,
         };
         // Includes the policy's own queries: that is what the analysis world costs.
         self.timed("analysis", policy_started, &result);
-        let verdicts: &[MetricVerdict] = result.as_ref().map_or(&[], |r| &r.metrics);
+        let verdicts: &[MetricVerdict] = result.as_ref().map_or(&[], |r| &r.decision.metrics);
         let record = AnalysisStatus {
             time: Some(Time(Timestamp::now())),
             verdict: match &result {
-                Ok(r) => verdict_name(r.verdict).to_owned(),
+                Ok(r) => verdict_name(r.decision.verdict).to_owned(),
                 Err(e) => format!("error: {}", e.category()),
             },
             duration_ms: Some(millis(started.elapsed())),
@@ -186,15 +189,36 @@ impl Judge for PolicyJudge {
             verdict = record.verdict,
             "analysis done"
         );
-        self.record = Some(record);
-        let result = result?;
-        let failed: Vec<String> = result
+        let Answer { decision, state } = result?;
+        let failed: Vec<String> = decision
             .metrics
             .iter()
             .filter(|m| m.verdict != Verdict::Pass)
             .map(|m| m.message.clone())
             .collect();
-        Ok((result.verdict, failed.join("; ")))
+        // The history keeps each check's value and the policy's verdict on it (unjudged: inconclusive).
+        let checks = record
+            .checks
+            .iter()
+            .map(|c| CheckValue {
+                name: c.name.clone(),
+                value: c.value,
+                verdict: decision
+                    .metrics
+                    .iter()
+                    .find(|v| v.name == c.name)
+                    .map_or(Verdict::Inconclusive, |v| v.verdict),
+            })
+            .collect();
+        self.record = Some(record);
+        Ok(Answer {
+            decision: Judged {
+                verdict: decision.verdict,
+                why: failed.join("; "),
+                checks,
+            },
+            state,
+        })
     }
 
     fn hooks(&mut self, rollout: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome> {
@@ -202,13 +226,19 @@ impl Judge for PolicyJudge {
     }
 }
 
-/// The rollout as the fallback sees it: `analysis.policy.config` belongs to the canary's component, so the
-/// default runs on its own defaults.
+/// The rollout as the fallback sees it: `analysis.policy.config` and `state` belong to the canary's
+/// component, so the default runs on its own defaults and remembers nothing.
 fn own_config(rollout: &Rollout) -> Rollout {
     Rollout {
         config: "{}".into(),
+        state: None,
         ..rollout.clone()
     }
+}
+
+/// The fallback's answer never replaces the canary component's state.
+fn forget<T>(answer: Answer<T>) -> Answer<T> {
+    Answer::stateless(answer.decision)
 }
 
 fn millis(d: std::time::Duration) -> u32 {

@@ -332,6 +332,8 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
                 .and_then(|s| s.policy.clone())
                 .and_then(|p| p.last_decision)
         }),
+        state: decided.state.policy_state.clone(),
+        history: decided.state.history.clone(),
     });
     let called = judge.take_webhook_calls();
     match judge.record.take() {

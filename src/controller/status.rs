@@ -10,14 +10,22 @@ use crate::lifecycle::State;
 pub fn state_of(status: Option<&CanaryStatus>) -> State {
     let Some(s) = status else { return State::default() };
     let count = |v: i32| u32::try_from(v).unwrap_or(0);
+    let policy = s.policy.as_ref();
     State {
         phase: s.phase,
+        phase_since: s
+            .last_transition_time
+            .as_ref()
+            .map(|t| crate::cluster::observe::unix_seconds(t.0)),
         canary_weight: count(s.canary_weight),
         iterations: count(s.iterations),
         failed_checks: count(s.failed_checks),
+        intervals_at_weight: count(s.intervals_at_weight),
         last_applied: s.last_applied_spec.clone(),
         last_promoted: s.last_promoted_spec.clone(),
         tracked_configs: s.tracked_configs.clone(),
+        policy_state: policy.and_then(|p| p.state.clone()),
+        history: policy.map(|p| p.history.clone()).unwrap_or_default(),
     }
 }
 
@@ -33,6 +41,7 @@ pub fn with_state(old: Option<&CanaryStatus>, state: &State, generation: Option<
     s.canary_weight = count(state.canary_weight);
     s.iterations = count(state.iterations);
     s.failed_checks = count(state.failed_checks);
+    s.intervals_at_weight = count(state.intervals_at_weight);
     s.last_applied_spec = state.last_applied.clone();
     s.last_promoted_spec = state.last_promoted.clone();
     s.tracked_configs = state.tracked_configs.clone();

@@ -36,6 +36,8 @@ pub struct Observed {
     pub policy_blocked: Option<PolicyBlocked>,
     /// Seconds since the target was first seen missing; 0 while it exists.
     pub target_missing_secs: u64,
+    /// When the cluster was observed, in seconds since the Unix epoch (the tick's only clock).
+    pub now: f64,
 }
 
 /// Why the policy cannot judge, and for how long it has not.

@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 
+use super::tests::Stateless;
 use super::*;
 use crate::api::{CanarySpec, Phase, ValidSpec, WebhookType, validate};
 use crate::policy::PolicyError;
@@ -17,7 +18,7 @@ struct Answers {
     analysis: Result<Verdict, ()>,
 }
 
-impl Judge for Answers {
+impl Stateless for Answers {
     fn step(&mut self, _: &Rollout) -> Result<StepDecision, PolicyError> {
         self.step.clone().map_err(|()| refused())
     }

@@ -6,8 +6,31 @@ use super::*;
 use crate::api::{CanarySpec, Phase, ValidSpec, WebhookType, validate};
 use crate::policy::PolicyError;
 use crate::policy::types::{
-    GateDecision, GateKind, Phase as PolicyPhase, Rollout, StepDecision, Verdict, WebhookOutcome,
+    Answer, GateDecision, GateKind, Phase as PolicyPhase, Rollout, StepDecision, Verdict, WebhookOutcome,
 };
+
+/// A scripted judge whose answers keep no policy state (what a 0.1.0 component gives).
+pub(super) trait Stateless {
+    fn step(&mut self, rollout: &Rollout) -> Result<StepDecision, PolicyError>;
+    fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError>;
+    fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError>;
+    fn hooks(&mut self, rollout: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome>;
+}
+
+impl<T: Stateless> Judge for T {
+    fn step(&mut self, r: &Rollout) -> Result<Answer<StepDecision>, PolicyError> {
+        Stateless::step(self, r).map(Answer::stateless)
+    }
+    fn gate(&mut self, r: &Rollout, kind: GateKind) -> Result<Answer<GateDecision>, PolicyError> {
+        Stateless::gate(self, r, kind).map(Answer::stateless)
+    }
+    fn analyse(&mut self, r: &Rollout) -> Result<Answer<Judged>, PolicyError> {
+        Stateless::analyse(self, r).map(|(v, why)| Answer::stateless(Judged::verdict(v, &why)))
+    }
+    fn hooks(&mut self, r: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome> {
+        Stateless::hooks(self, r, kind)
+    }
+}
 
 /// Steps like the default policy (stepWeight 20 to maxWeight, threshold rollback); analysis and gates follow
 /// the queues, passing/opening when they are empty.
@@ -21,7 +44,7 @@ struct Script {
     asked_hooks: Vec<WebhookType>,
 }
 
-impl Judge for Script {
+impl Stateless for Script {
     fn step(&mut self, r: &Rollout) -> Result<StepDecision, PolicyError> {
         if r.phase == PolicyPhase::Promoting {
             return Ok(StepDecision::SetWeight { weight: 0 });
@@ -139,7 +162,7 @@ fn route(t: &Tick) -> Option<(u32, u32)> {
 
 /// Blue/green and A/B: iterate `.0` times, then promote.
 struct Iterations(u32);
-impl Judge for Iterations {
+impl Stateless for Iterations {
     fn step(&mut self, r: &Rollout) -> Result<StepDecision, PolicyError> {
         Ok(match r.phase {
             PolicyPhase::Promoting => StepDecision::SetWeight { weight: 0 },
@@ -304,21 +327,20 @@ fn failed_checks_reaching_the_threshold_roll_back_and_the_same_revision_is_not_r
         analyses: VecDeque::from([Ok(Verdict::Fail), Ok(Verdict::Fail)]),
         ..Default::default()
     };
-    let mut state = progressing_at(20, "r2");
-    for failed in 1..=2 {
-        let t = tick(&id(), &spec, &state, &observed("r2"), &mut judge);
-        assert_eq!(t.state.failed_checks, failed);
-        assert_eq!(route(&t), Some((80, 20)), "a failed check does not move traffic");
-        state = t.state;
-    }
-    // The tick after the Nth failure rolls back (Flagger's order).
+    let state = progressing_at(20, "r2");
     let t = tick(&id(), &spec, &state, &observed("r2"), &mut judge);
+    assert_eq!(t.state.failed_checks, 1);
+    assert_eq!(route(&t), Some((80, 20)), "a failed check does not move traffic");
+    // The Nth failure rolls back in its own tick: the policy is asked right after the analysis (Flagger
+    // waits one more interval, with traffic on a canary already known to be bad).
+    let t = tick(&id(), &spec, &t.state, &observed("r2"), &mut judge);
     assert_eq!(t.state.phase, Some(Phase::Failed));
     assert_eq!(route(&t), Some((100, 0)));
     assert!(has(&t, &Action::ScaleTarget { replicas: 0 }));
     assert_eq!(
         events(&t),
         [
+            "Halt podinfo.test advancement request-success-rate 90 < 99",
             "Rolling back podinfo.test failed checks threshold reached 2",
             "Canary failed! Scaling down podinfo.test"
         ]
@@ -468,7 +490,7 @@ fn a_failing_policy_counts_a_failed_check_and_says_why() {
 #[test]
 fn a_policy_that_keeps_failing_is_rolled_back_by_the_controller_at_the_threshold() {
     struct Broken;
-    impl Judge for Broken {
+    impl Stateless for Broken {
         fn step(&mut self, _: &Rollout) -> Result<StepDecision, PolicyError> {
             Err(PolicyError::Timeout { deadline_ms: 100 })
         }
@@ -744,7 +766,7 @@ fn blue_green_with_mirroring_mirrors_every_iteration_and_promotion_drops_the_mir
 
 /// A judge that must not be asked anything: the policy behind it cannot judge.
 struct Unreachable;
-impl Judge for Unreachable {
+impl Stateless for Unreachable {
     fn step(&mut self, _: &Rollout) -> Result<StepDecision, PolicyError> {
         panic!("step asked while the policy is not ready")
     }
@@ -947,4 +969,156 @@ fn a_hand_edited_route_is_put_back_to_fledges_weight_with_a_warning() {
         a,
         Action::Event { kind: EventKind::Warning, reason: "RouteDrift", message } if message.contains("100%")
     )));
+}
+
+/// Keeps a call log in `state` and records what each call was shown.
+#[derive(Default)]
+struct Remembering {
+    seen: Vec<Rollout>,
+}
+
+impl Remembering {
+    fn append(r: &Rollout, call: &str) -> Option<String> {
+        let mut calls: Vec<String> = r
+            .state
+            .as_deref()
+            .map(|s| serde_json::from_str(s).expect("state is JSON"))
+            .unwrap_or_default();
+        calls.push(call.to_owned());
+        Some(serde_json::to_string(&calls).expect("json"))
+    }
+}
+
+impl Judge for Remembering {
+    fn step(&mut self, r: &Rollout) -> Result<Answer<StepDecision>, PolicyError> {
+        self.seen.push(r.clone());
+        let decision = Stateless::step(&mut Script::default(), r)?;
+        Ok(Answer {
+            decision,
+            state: Self::append(r, "step"),
+        })
+    }
+    fn gate(&mut self, r: &Rollout, _: GateKind) -> Result<Answer<GateDecision>, PolicyError> {
+        self.seen.push(r.clone());
+        Ok(Answer {
+            decision: GateDecision::Open,
+            state: Self::append(r, "gate"),
+        })
+    }
+    fn analyse(&mut self, r: &Rollout) -> Result<Answer<Judged>, PolicyError> {
+        self.seen.push(r.clone());
+        Ok(Answer {
+            decision: Judged {
+                verdict: Verdict::Pass,
+                why: String::new(),
+                checks: vec![crate::policy::types::CheckValue {
+                    name: "request-success-rate".into(),
+                    value: Some(99.5),
+                    verdict: Verdict::Pass,
+                }],
+            },
+            state: Self::append(r, "analysis"),
+        })
+    }
+    fn hooks(&mut self, _: &Rollout, _: WebhookType) -> Vec<WebhookOutcome> {
+        Vec::new()
+    }
+}
+
+fn calls(state: &State) -> Vec<String> {
+    serde_json::from_str(state.policy_state.as_deref().unwrap_or("[]")).expect("json")
+}
+
+#[test]
+fn within_a_tick_the_step_sees_the_state_and_history_the_analysis_just_left() {
+    let mut judge = Remembering::default();
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(20);
+    obs.now = 1_000.0;
+    let t = tick(&id(), &seed_spec(), &progressing_at(20, "r2"), &obs, &mut judge);
+    assert_eq!(calls(&t.state), ["analysis", "step", "gate"]);
+    let step = &judge.seen[1];
+    assert_eq!(step.state.as_deref(), Some(r#"["analysis"]"#));
+    assert_eq!(
+        step.history.len(),
+        1,
+        "this interval's analysis is in the history"
+    );
+    assert_eq!(
+        (
+            step.history[0].time,
+            step.history[0].weight,
+            step.history[0].checks[0].value
+        ),
+        (1_000.0, 20, Some(99.5))
+    );
+    assert_eq!(step.intervals_at_weight, 1);
+    assert_eq!(step.revision, "r2");
+    // The weight moved: the count starts again for 40.
+    assert_eq!(t.state.canary_weight, 40);
+    assert_eq!(t.state.intervals_at_weight, 0);
+}
+
+#[test]
+fn the_policy_state_is_kept_across_ticks_and_forgotten_when_a_new_revision_starts() {
+    let mut judge = Remembering::default();
+    let spec = seed_spec();
+    let mut state = progressing_at(20, "r2");
+    for _ in 0..2 {
+        let mut obs = observed("r2");
+        obs.routed_canary_weight = Some(state.canary_weight);
+        state = tick(&id(), &spec, &state, &obs, &mut judge).state;
+    }
+    assert_eq!(calls(&state).len(), 6);
+    assert_eq!(state.history.len(), 2);
+    // r3 arrives mid-rollout: the analysis restarts with a policy that remembers nothing.
+    let restarted = tick(&id(), &spec, &state, &observed("r3"), &mut judge).state;
+    assert_eq!(restarted.policy_state, None);
+    assert!(restarted.history.is_empty());
+    // The same for a new revision after a finished rollout.
+    let mut done = initialized("r1");
+    done.policy_state = Some(r#"["old"]"#.into());
+    done.history = state.history.clone();
+    let t = tick(&id(), &spec, &done, &observed("r2"), &mut judge);
+    assert_eq!(
+        calls(&t.state),
+        ["gate"],
+        "the confirm-rollout gate starts the new memory"
+    );
+    assert!(t.state.history.is_empty());
+}
+
+#[test]
+fn the_history_keeps_the_last_ten_analyses() {
+    let mut judge = Iterations(30);
+    let spec = spec(serde_json::json!({"interval": "1m", "threshold": 2, "iterations": 30}));
+    let mut state = progressing_at(0, "r2");
+    state.iterations = 1;
+    for i in 0..12 {
+        let mut obs = observed("r2");
+        obs.now = f64::from(i) * 60.0;
+        state = tick(&id(), &spec, &state, &obs, &mut judge).state;
+    }
+    assert_eq!(state.history.len(), 10);
+    assert_eq!(state.history[0].time, 120.0, "the oldest two were dropped");
+    assert_eq!(state.intervals_at_weight, 12, "iterations do not move the weight");
+}
+
+#[test]
+fn seconds_in_phase_count_from_the_last_phase_change() {
+    let mut judge = Remembering::default();
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(20);
+    obs.now = 500.0;
+    let mut state = progressing_at(20, "r2");
+    state.phase_since = Some(200.0);
+    let t = tick(&id(), &seed_spec(), &state, &obs, &mut judge);
+    assert_eq!(judge.seen[0].seconds_in_phase, 300);
+    assert_eq!(t.state.phase_since, Some(200.0), "still progressing");
+    // Entering a new phase stamps the tick's clock.
+    let mut promoting = initialized("r1");
+    promoting.phase_since = Some(0.0);
+    let t = tick(&id(), &seed_spec(), &promoting, &obs, &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Progressing));
+    assert_eq!(t.state.phase_since, Some(500.0));
 }

@@ -5,33 +5,60 @@ use std::time::Duration;
 use crate::api::{Phase, ValidSpec, WebhookType};
 use crate::policy::PolicyError;
 use crate::policy::types::{
-    AnalysisSettings, GateDecision, GateKind, Rollout, StepDecision, Verdict, WebhookOutcome,
+    AnalysisRecord, AnalysisSettings, Answer, CheckValue, GateDecision, GateKind, MAX_HISTORY, Rollout,
+    StepDecision, Verdict, WebhookOutcome,
 };
 
 use super::facts::{Observed, PolicyBlocked};
 
 /// Answers a tick's judgement calls; the controller backs it with the policy component (plus metrics and
-/// webhooks), tests with a script.
+/// webhooks), tests with a script. Each answer may carry the policy's new state.
 pub trait Judge {
-    fn step(&mut self, rollout: &Rollout) -> Result<StepDecision, PolicyError>;
-    fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<GateDecision, PolicyError>;
-    /// The analysis verdict with a one-line explanation of what failed.
-    fn analyse(&mut self, rollout: &Rollout) -> Result<(Verdict, String), PolicyError>;
+    fn step(&mut self, rollout: &Rollout) -> Result<Answer<StepDecision>, PolicyError>;
+    fn gate(&mut self, rollout: &Rollout, kind: GateKind) -> Result<Answer<GateDecision>, PolicyError>;
+    fn analyse(&mut self, rollout: &Rollout) -> Result<Answer<Judged>, PolicyError>;
     /// Calls the webhooks of `kind` (pre-rollout, rollback, post-rollout) and says how each answered;
     /// empty when the canary has none of that kind.
     fn hooks(&mut self, rollout: &Rollout, kind: WebhookType) -> Vec<WebhookOutcome>;
+}
+
+/// What an analysis found: the verdict, a one-line explanation of what failed, and each check's value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub why: String,
+    pub checks: Vec<CheckValue>,
+}
+
+impl Judged {
+    /// A verdict with no checks behind it (webhooks only, or a test).
+    pub fn verdict(verdict: Verdict, why: &str) -> Self {
+        Self {
+            verdict,
+            why: why.to_owned(),
+            checks: Vec::new(),
+        }
+    }
 }
 
 /// The part of a Canary's status the lifecycle owns.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct State {
     pub phase: Option<Phase>,
+    /// When `phase` was entered, in seconds since the Unix epoch.
+    pub phase_since: Option<f64>,
     pub canary_weight: u32,
     pub iterations: u32,
     pub failed_checks: u32,
+    /// Analysis intervals spent at the current weight.
+    pub intervals_at_weight: u32,
     pub last_applied: Option<String>,
     pub last_promoted: Option<String>,
     pub tracked_configs: std::collections::BTreeMap<String, String>,
+    /// The policy's own state (JSON text), reset when a new revision starts.
+    pub policy_state: Option<String>,
+    /// The last analyses of this rollout, oldest first, at most [`MAX_HISTORY`].
+    pub history: Vec<AnalysisRecord>,
 }
 
 /// A Kubernetes event's type.
@@ -120,6 +147,9 @@ pub fn tick(id: &CanaryId, spec: &ValidSpec, state: &State, obs: &Observed, judg
         out: Tick::idle(state.clone()),
     };
     t.run();
+    if t.out.state.phase != state.phase {
+        t.out.state.phase_since = Some(obs.now);
+    }
     t.out
 }
 
@@ -132,6 +162,15 @@ impl Tick {
             decision: None,
         }
     }
+}
+
+/// How an interval's analysis ended for the tick.
+enum Analysed {
+    Pass,
+    /// Failed: counted as a failed check.
+    Failed,
+    /// Inconclusive, or the policy could not answer: reported, nothing moves.
+    Halt,
 }
 
 struct Ticker<'a> {
@@ -354,6 +393,10 @@ impl Ticker<'_> {
             return;
         }
         self.out.requeue = Some(self.spec.interval);
+        if self.out.state.phase != Some(Phase::Waiting) {
+            // What the policy remembered belongs to the previous rollout.
+            self.forget_rollout();
+        }
         if !self.gate_open(GateKind::ConfirmRollout) {
             self.out.state.phase = Some(Phase::Waiting);
             return;
@@ -377,6 +420,7 @@ impl Ticker<'_> {
         s.canary_weight = 0;
         s.iterations = 0;
         s.failed_checks = 0;
+        s.intervals_at_weight = 0;
         s.last_applied = Some(self.obs.revision.clone());
         s.tracked_configs = self.obs.tracked_configs.clone();
     }
@@ -394,6 +438,7 @@ impl Ticker<'_> {
             self.act(Action::ScaleTarget {
                 replicas: self.scale_up_replicas(),
             });
+            self.forget_rollout();
             self.start_analysis();
             self.out.state.phase = Some(Phase::Progressing);
             return;
@@ -440,25 +485,12 @@ impl Ticker<'_> {
         if manual.iter().any(|h| h.ok) {
             return self.rollback("manual webhook invoked");
         }
-        let step = match self.judge.step(&rollout) {
-            Ok(step) => step,
-            Err(e) => return self.policy_failed("step", &e),
-        };
-        self.out.decision = Some(describe(&step));
-        if let StepDecision::Rollback { reason } = &step {
-            return self.rollback(reason);
-        }
+        // Judge first, then decide: the step sees this interval's analysis in its history and state.
         if weight > 0 || self.out.state.iterations > 0 || self.mirroring() {
-            match self.judge.analyse(&rollout) {
-                Ok((Verdict::Pass, _)) => {}
-                Ok((Verdict::Fail, why)) => return self.failed_check(&why),
-                Ok((Verdict::Inconclusive, why)) => {
-                    return self.event(
-                        EventKind::Normal,
-                        format!("Halt advancement {} inconclusive: {why}", self.id),
-                    );
-                }
-                Err(e) => return self.policy_failed("analysis", &e),
+            match self.analysis(weight) {
+                Analysed::Pass => {}
+                Analysed::Halt => return,
+                Analysed::Failed => return self.step_after_failure(weight),
             }
         } else {
             self.event(
@@ -476,6 +508,14 @@ impl Ticker<'_> {
                 return self.failed_check(&why);
             }
         }
+        let step = match self.judge.step(&self.rollout(weight)) {
+            Ok(answer) => self.remember(answer),
+            Err(e) => return self.policy_failed("step", &e),
+        };
+        self.out.decision = Some(describe(&step));
+        if let StepDecision::Rollback { reason } = &step {
+            return self.rollback(reason);
+        }
         match step {
             StepDecision::SetWeight { weight: next } if next != weight => {
                 if next > weight && !self.gate_open(GateKind::ConfirmTrafficIncrease) {
@@ -487,6 +527,7 @@ impl Ticker<'_> {
                 }
                 self.route(next);
                 self.out.state.canary_weight = next;
+                self.out.state.intervals_at_weight = 0;
                 self.event(
                     EventKind::Normal,
                     format!("Advance {} canary weight {next}", self.id),
@@ -501,6 +542,7 @@ impl Ticker<'_> {
                     // A/B testing: requests matching `analysis.match` all go to the canary for the analysis.
                     self.route(100);
                     self.out.state.canary_weight = 100;
+                    self.out.state.intervals_at_weight = 0;
                 }
                 let s = &mut self.out.state;
                 s.iterations += 1;
@@ -519,6 +561,73 @@ impl Ticker<'_> {
             }
             StepDecision::SetWeight { .. } | StepDecision::Hold { .. } | StepDecision::Rollback { .. } => {}
         }
+    }
+
+    /// Runs this interval's analysis and records it in the history; a failed check is counted, a halt
+    /// (inconclusive, or a policy error) reported.
+    fn analysis(&mut self, weight: u32) -> Analysed {
+        self.out.state.intervals_at_weight += 1;
+        let judged = match self.judge.analyse(&self.rollout(weight)) {
+            Ok(answer) => self.remember(answer),
+            Err(e) => {
+                self.policy_failed("analysis", &e);
+                return Analysed::Halt;
+            }
+        };
+        let history = &mut self.out.state.history;
+        history.push(AnalysisRecord {
+            time: self.obs.now,
+            weight,
+            verdict: judged.verdict,
+            checks: judged.checks,
+        });
+        let over = history.len().saturating_sub(MAX_HISTORY);
+        history.drain(..over);
+        match judged.verdict {
+            Verdict::Pass => Analysed::Pass,
+            Verdict::Fail => {
+                self.failed_check(&judged.why);
+                Analysed::Failed
+            }
+            Verdict::Inconclusive => {
+                self.event(
+                    EventKind::Normal,
+                    format!("Halt advancement {} inconclusive: {}", self.id, judged.why),
+                );
+                Analysed::Halt
+            }
+        }
+    }
+
+    /// After a failed check nothing advances, but the policy decides at once whether it was the last one
+    /// (the default rolls back at the threshold): no interval of traffic is spent on a known-bad canary.
+    fn step_after_failure(&mut self, weight: u32) {
+        match self.judge.step(&self.rollout(weight)) {
+            Ok(answer) => {
+                let step = self.remember(answer);
+                self.out.decision = Some(describe(&step));
+                if let StepDecision::Rollback { reason } = step {
+                    self.rollback(&reason);
+                }
+            }
+            Err(e) => self.policy_failed("step", &e),
+        }
+    }
+
+    /// Keeps the state a policy returned (none keeps the one it had) and hands back its decision.
+    fn remember<T>(&mut self, answer: Answer<T>) -> T {
+        if let Some(state) = answer.state {
+            self.out.state.policy_state = Some(state);
+        }
+        answer.decision
+    }
+
+    /// A new revision starts with a policy that remembers nothing.
+    fn forget_rollout(&mut self) {
+        let s = &mut self.out.state;
+        s.policy_state = None;
+        s.history.clear();
+        s.intervals_at_weight = 0;
     }
 
     fn promote_now(&mut self) {
@@ -545,7 +654,7 @@ impl Ticker<'_> {
                 format!("Halt advancement {primary} waiting for rollout to finish"),
             );
         }
-        let next = match self.judge.step(&self.rollout(weight)) {
+        let next = match self.judge.step(&self.rollout(weight)).map(|a| self.remember(a)) {
             // Promotion only moves traffic back to the primary: a policy cannot send more to the canary here.
             Ok(StepDecision::SetWeight { weight: next }) => next.min(weight),
             Ok(StepDecision::Promote) => 0,
@@ -649,7 +758,7 @@ impl Ticker<'_> {
     /// Asks `kind`; closed (or a failing gate) records why and keeps the canary where it is.
     fn gate_open(&mut self, kind: GateKind) -> bool {
         let rollout = self.rollout(self.current_weight());
-        match self.judge.gate(&rollout, kind) {
+        match self.judge.gate(&rollout, kind).map(|a| self.remember(a)) {
             Ok(GateDecision::Open) => true,
             Ok(GateDecision::Closed { reason } | GateDecision::Rollback { reason }) => {
                 self.event(EventKind::Normal, reason);
@@ -723,7 +832,11 @@ impl Ticker<'_> {
     }
 
     fn rollout(&self, weight: u32) -> Rollout {
-        rollout_of(self.id, self.spec, &self.out.state, weight)
+        let mut rollout = rollout_of(self.id, self.spec, &self.out.state, weight);
+        rollout.revision = self.obs.revision.clone();
+        let since = self.out.state.phase_since.unwrap_or(self.obs.now);
+        rollout.seconds_in_phase = seconds(self.obs.now - since);
+        rollout
     }
 
     fn act(&mut self, action: Action) {
@@ -761,6 +874,21 @@ pub fn rollout_of(id: &CanaryId, spec: &ValidSpec, state: &State, weight: u32) -
             has_match: spec.has_match,
         },
         config: spec.policy_config.clone(),
+        intervals_at_weight: state.intervals_at_weight,
+        seconds_in_phase: 0,
+        revision: state.last_applied.clone().unwrap_or_default(),
+        state: state.policy_state.clone(),
+        history: state.history.clone(),
+    }
+}
+
+/// Whole seconds of a span, 0 when negative (clocks of two hosts).
+fn seconds(span: f64) -> u32 {
+    if span.is_finite() && span > 0.0 {
+        // Saturates at u32::MAX (136 years).
+        span.min(f64::from(u32::MAX)) as u32
+    } else {
+        0
     }
 }
 

@@ -9,15 +9,81 @@ use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, typ
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{analysis, gate, log, metrics, step, types};
+use super::bindings::{v0_1, v0_2};
 use super::convert;
 use super::engine::PolicyEngine;
 use super::error::PolicyError;
 use super::host::HostState;
 use super::types::*;
 
-/// The WIT package every policy speaks; guests of any compatible 0.1.x version bind.
+/// The WIT package every policy speaks.
 pub const PACKAGE: &str = "fledge:policy";
+
+/// The contract versions the host links (`wit/README.md`): a guest of any `0.1.x` or `0.2.x` binds.
+pub const VERSIONS: &[&str] = &["0.1", "0.2"];
+
+/// A contract version's exports, resolved once at load: each judgement the component implements.
+#[derive(Clone)]
+struct Guests<S, G, A> {
+    step: Option<S>,
+    gate: Option<G>,
+    analysis: Option<A>,
+}
+
+impl<S, G, A> Guests<S, G, A> {
+    fn any(&self) -> bool {
+        self.step.is_some() || self.gate.is_some() || self.analysis.is_some()
+    }
+}
+
+/// The component's exports by the contract version it was built against.
+#[derive(Clone)]
+enum Exports {
+    V0_1(Guests<v0_1::step::GuestIndices, v0_1::gate::GuestIndices, v0_1::analysis::GuestIndices>),
+    V0_2(Guests<v0_2::step::GuestIndices, v0_2::gate::GuestIndices, v0_2::analysis::GuestIndices>),
+}
+
+impl Exports {
+    fn has(&self) -> [bool; 3] {
+        match self {
+            Self::V0_1(g) => [g.step.is_some(), g.gate.is_some(), g.analysis.is_some()],
+            Self::V0_2(g) => [g.step.is_some(), g.gate.is_some(), g.analysis.is_some()],
+        }
+    }
+}
+
+/// The `0.<minor>` of the contract the component speaks, from the versions of its `fledge:policy`
+/// imports and exports; an error names what it mixes or what this host does not serve.
+fn contract_minor<'a>(names: impl Iterator<Item = &'a str>) -> Result<Option<&'a str>, String> {
+    let mut found: Option<&str> = None;
+    for name in names {
+        let Some(version) = name
+            .strip_prefix(PACKAGE)
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(_, v)| v)
+        else {
+            continue;
+        };
+        let minor = version.rsplit_once('.').map_or(version, |(minor, _)| minor);
+        if !VERSIONS.contains(&minor) {
+            return Err(format!(
+                "it is built for {PACKAGE}@{version}; this controller serves {}",
+                VERSIONS
+                    .iter()
+                    .map(|v| format!("{v}.x"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ));
+        }
+        match found {
+            Some(seen) if seen != minor => {
+                return Err(format!("it mixes {PACKAGE}@{seen}.x and @{minor}.x interfaces"));
+            }
+            _ => found = Some(minor),
+        }
+    }
+    Ok(found)
+}
 
 /// Capabilities a component may import. `log` is always granted; `metrics` only where a provider is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -73,9 +139,7 @@ pub struct PolicyComponent {
     source_name: String,
     digest: String,
     pre: InstancePre<HostState>,
-    step: Option<step::GuestIndices>,
-    gate: Option<gate::GuestIndices>,
-    analysis: Option<analysis::GuestIndices>,
+    guests: Exports,
     imports: Vec<String>,
     exports: Vec<String>,
     size_bytes: u64,
@@ -122,24 +186,38 @@ impl PolicyComponent {
                 granted: grants.describe(),
             });
         }
-        let mut linker = Linker::<HostState>::new(&engine.engine);
-        types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| load_error(format!("{e:#}")))?;
-        log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| load_error(format!("{e:#}")))?;
-        if grants.metrics {
-            metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
-                .map_err(|e| load_error(format!("{e:#}")))?;
-        }
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| load_error(format!("{e:#}")))?;
-        let (step, gate, analysis) = (
-            step::GuestIndices::new(&pre).ok(),
-            gate::GuestIndices::new(&pre).ok(),
-            analysis::GuestIndices::new(&pre).ok(),
-        );
-        if step.is_none() && gate.is_none() && analysis.is_none() {
+        let minor = contract_minor(imports.iter().chain(&exports).map(String::as_str)).map_err(load_error)?;
+        let (pre, guests) = match minor {
+            Some("0.1") => {
+                let pre = link_v0_1(&engine.engine, &component, grants)
+                    .map_err(|e| load_error(format!("{e:#}")))?;
+                let guests = Guests {
+                    step: v0_1::step::GuestIndices::new(&pre).ok(),
+                    gate: v0_1::gate::GuestIndices::new(&pre).ok(),
+                    analysis: v0_1::analysis::GuestIndices::new(&pre).ok(),
+                };
+                let any = guests.any();
+                (pre, any.then_some(Exports::V0_1(guests)))
+            }
+            Some(_) => {
+                let pre = link_v0_2(&engine.engine, &component, grants)
+                    .map_err(|e| load_error(format!("{e:#}")))?;
+                let guests = Guests {
+                    step: v0_2::step::GuestIndices::new(&pre).ok(),
+                    gate: v0_2::gate::GuestIndices::new(&pre).ok(),
+                    analysis: v0_2::analysis::GuestIndices::new(&pre).ok(),
+                };
+                let any = guests.any();
+                (pre, any.then_some(Exports::V0_2(guests)))
+            }
+            // Speaks no version of the contract: it cannot export a judgement either.
+            None => {
+                let pre = link_v0_2(&engine.engine, &component, grants)
+                    .map_err(|e| load_error(format!("{e:#}")))?;
+                (pre, None)
+            }
+        };
+        let Some(guests) = guests else {
             return Err(PolicyError::MissingExport {
                 source_name: source_name.to_owned(),
                 export: format!(
@@ -151,16 +229,14 @@ impl PolicyComponent {
                     }
                 ),
             });
-        }
+        };
         Ok(Self {
             engine: engine.clone(),
             limits: engine.limits.clone(),
             source_name: source_name.to_owned(),
             digest,
             pre,
-            step,
-            gate,
-            analysis,
+            guests,
             imports,
             exports,
             size_bytes: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
@@ -194,14 +270,11 @@ impl PolicyComponent {
 
     /// The judgements it implements, by short name: `step`, `gate`, `analysis`.
     pub fn worlds(&self) -> Vec<&'static str> {
-        [
-            (self.step.is_some(), "step"),
-            (self.gate.is_some(), "gate"),
-            (self.analysis.is_some(), "analysis"),
-        ]
-        .into_iter()
-        .filter_map(|(has, name)| has.then_some(name))
-        .collect()
+        let [step, gate, analysis] = self.guests.has();
+        [(step, "step"), (gate, "gate"), (analysis, "analysis")]
+            .into_iter()
+            .filter_map(|(has, name)| has.then_some(name))
+            .collect()
     }
 
     /// Whether it imports the host's `metrics` interface (needs a configured Prometheus).
@@ -308,17 +381,48 @@ impl PolicyComponent {
     }
 }
 
-/// The controller's view of a policy: three typed judgements, no wasmtime in sight.
+/// Links the host's 0.1 interfaces (`metrics` only when granted) for `component`.
+fn link_v0_1(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    grants: Grants,
+) -> wasmtime::Result<InstancePre<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
+    v0_1::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    v0_1::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    if grants.metrics {
+        v0_1::metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    }
+    linker.instantiate_pre(component)
+}
+
+/// Links the host's 0.2 interfaces (`metrics` only when granted) for `component`.
+fn link_v0_2(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    grants: Grants,
+) -> wasmtime::Result<InstancePre<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
+    v0_2::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    v0_2::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    if grants.metrics {
+        v0_2::metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    }
+    linker.instantiate_pre(component)
+}
+
+/// The controller's view of a policy: three typed judgements, each with the policy's new state, no
+/// wasmtime in sight.
 pub trait Policy: Send + Sync {
     /// The next traffic move.
-    fn step(&self, rollout: &Rollout) -> Result<StepDecision, PolicyError>;
+    fn step(&self, rollout: &Rollout) -> Result<Answer<StepDecision>, PolicyError>;
     /// Whether gate `kind` is open given its webhooks' outcomes.
     fn gate(
         &self,
         rollout: &Rollout,
         kind: GateKind,
         hooks: &[WebhookOutcome],
-    ) -> Result<GateDecision, PolicyError>;
+    ) -> Result<Answer<GateDecision>, PolicyError>;
     /// Whether the canary is healthy; `metrics` backs the component's own queries.
     fn analyse(
         &self,
@@ -326,19 +430,34 @@ pub trait Policy: Send + Sync {
         checks: &[MetricCheck],
         hooks: &[WebhookOutcome],
         metrics: Option<Arc<dyn MetricsSource>>,
-    ) -> Result<AnalysisResult, PolicyError>;
+    ) -> Result<Answer<AnalysisResult>, PolicyError>;
 }
 
 impl Policy for PolicyComponent {
-    fn step(&self, rollout: &Rollout) -> Result<StepDecision, PolicyError> {
-        let indices = self.step.as_ref().ok_or_else(|| self.missing("step"))?;
-        let input = rollout.into();
-        let answer = self.call(rollout, None, |store, instance| {
-            indices
-                .load(&mut *store, instance)?
-                .call_next(&mut *store, &input)
-        })?;
-        convert::step_decision(answer.map_err(convert::refused)?)
+    fn step(&self, rollout: &Rollout) -> Result<Answer<StepDecision>, PolicyError> {
+        match &self.guests {
+            Exports::V0_1(g) => {
+                let indices = g.step.as_ref().ok_or_else(|| self.missing("step"))?;
+                let input = rollout.into();
+                let answer = self.call(rollout, None, |store, instance| {
+                    indices
+                        .load(&mut *store, instance)?
+                        .call_next(&mut *store, &input)
+                })?;
+                let decision = convert::v0_1::step_decision(answer.map_err(convert::v0_1::refused)?)?;
+                Ok(Answer::stateless(decision))
+            }
+            Exports::V0_2(g) => {
+                let indices = g.step.as_ref().ok_or_else(|| self.missing("step"))?;
+                let input = rollout.into();
+                let answer = self.call(rollout, None, |store, instance| {
+                    indices
+                        .load(&mut *store, instance)?
+                        .call_next(&mut *store, &input)
+                })?;
+                convert::v0_2_only::step_answer(answer.map_err(convert::v0_2::refused)?)
+            }
+        }
     }
 
     fn gate(
@@ -346,16 +465,32 @@ impl Policy for PolicyComponent {
         rollout: &Rollout,
         kind: GateKind,
         hooks: &[WebhookOutcome],
-    ) -> Result<GateDecision, PolicyError> {
-        let indices = self.gate.as_ref().ok_or_else(|| self.missing("gate"))?;
-        let input = rollout.into();
-        let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
-        let answer = self.call(rollout, None, |store, instance| {
-            indices
-                .load(&mut *store, instance)?
-                .call_decide(&mut *store, &input, kind.into(), &hooks)
-        })?;
-        Ok(convert::gate_decision(answer.map_err(convert::refused)?))
+    ) -> Result<Answer<GateDecision>, PolicyError> {
+        match &self.guests {
+            Exports::V0_1(g) => {
+                let indices = g.gate.as_ref().ok_or_else(|| self.missing("gate"))?;
+                let input = rollout.into();
+                let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
+                let answer = self.call(rollout, None, |store, instance| {
+                    indices
+                        .load(&mut *store, instance)?
+                        .call_decide(&mut *store, &input, kind.into(), &hooks)
+                })?;
+                let decision = convert::v0_1::gate_decision(answer.map_err(convert::v0_1::refused)?);
+                Ok(Answer::stateless(decision))
+            }
+            Exports::V0_2(g) => {
+                let indices = g.gate.as_ref().ok_or_else(|| self.missing("gate"))?;
+                let input = rollout.into();
+                let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
+                let answer = self.call(rollout, None, |store, instance| {
+                    indices
+                        .load(&mut *store, instance)?
+                        .call_decide(&mut *store, &input, kind.into(), &hooks)
+                })?;
+                convert::v0_2_only::gate_answer(answer.map_err(convert::v0_2::refused)?)
+            }
+        }
     }
 
     fn analyse(
@@ -364,16 +499,67 @@ impl Policy for PolicyComponent {
         checks: &[MetricCheck],
         hooks: &[WebhookOutcome],
         metrics: Option<Arc<dyn MetricsSource>>,
-    ) -> Result<AnalysisResult, PolicyError> {
-        let indices = self.analysis.as_ref().ok_or_else(|| self.missing("analysis"))?;
-        let input = rollout.into();
-        let checks: Vec<_> = checks.iter().map(Into::into).collect();
-        let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
-        let answer = self.call(rollout, metrics, |store, instance| {
-            indices
-                .load(&mut *store, instance)?
-                .call_judge(&mut *store, &input, &checks, &hooks)
-        })?;
-        Ok(convert::analysis_result(answer.map_err(convert::refused)?))
+    ) -> Result<Answer<AnalysisResult>, PolicyError> {
+        match &self.guests {
+            Exports::V0_1(g) => {
+                let indices = g.analysis.as_ref().ok_or_else(|| self.missing("analysis"))?;
+                let input = rollout.into();
+                let checks: Vec<_> = checks.iter().map(Into::into).collect();
+                let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
+                let answer = self.call(rollout, metrics, |store, instance| {
+                    indices
+                        .load(&mut *store, instance)?
+                        .call_judge(&mut *store, &input, &checks, &hooks)
+                })?;
+                let result = answer.map_err(convert::v0_1::refused)?;
+                Ok(Answer::stateless(AnalysisResult {
+                    verdict: convert::v0_1::verdict(result.verdict),
+                    metrics: convert::v0_1::metric_verdicts(result.metrics),
+                }))
+            }
+            Exports::V0_2(g) => {
+                let indices = g.analysis.as_ref().ok_or_else(|| self.missing("analysis"))?;
+                let input = rollout.into();
+                let checks: Vec<_> = checks.iter().map(Into::into).collect();
+                let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
+                let answer = self.call(rollout, metrics, |store, instance| {
+                    indices
+                        .load(&mut *store, instance)?
+                        .call_judge(&mut *store, &input, &checks, &hooks)
+                })?;
+                convert::v0_2_only::analysis_answer(answer.map_err(convert::v0_2::refused)?)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contract_minor;
+
+    #[test]
+    fn a_component_speaks_the_minor_of_its_fledge_interfaces() {
+        let names = [
+            "wasi:io/streams@0.2.0",
+            "fledge:policy/log@0.2.0",
+            "fledge:policy/step@0.2.3",
+        ];
+        assert_eq!(contract_minor(names.into_iter()), Ok(Some("0.2")));
+        assert_eq!(
+            contract_minor(["fledge:policy/step@0.1.0"].into_iter()),
+            Ok(Some("0.1"))
+        );
+        assert_eq!(contract_minor(["other:pkg/x@1.0.0"].into_iter()), Ok(None));
+    }
+
+    #[test]
+    fn an_unserved_or_mixed_contract_version_is_named_in_the_error() {
+        let newer = contract_minor(["fledge:policy/step@0.3.0"].into_iter()).unwrap_err();
+        assert!(
+            newer.contains("@0.3.0") && newer.contains("0.1.x and 0.2.x"),
+            "{newer}"
+        );
+        let mixed = ["fledge:policy/log@0.1.0", "fledge:policy/step@0.2.0"];
+        assert!(contract_minor(mixed.into_iter()).unwrap_err().contains("mixes"));
     }
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 
-use super::bindings::{log, metrics, types};
-use super::types::MetricsSource;
+use super::bindings;
+use super::types::{MetricsSource, Series};
 
 /// Longest log message kept from a guest; the rest is cut so a policy cannot flood the controller's log.
 const MAX_LOG_BYTES: usize = 4096;
@@ -33,50 +33,77 @@ impl HostState {
     }
 }
 
-impl types::Host for HostState {}
+/// The `log` and `metrics` imports of one contract version: the same behaviour for every version.
+macro_rules! host_imports {
+    ($version:ident) => {
+        impl bindings::$version::types::Host for HostState {}
 
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
-        let message = crate::text::clip(&message, MAX_LOG_BYTES);
-        let canary = self.canary.as_str();
-        match level {
-            log::Level::Debug => tracing::debug!(canary, "policy: {message}"),
-            log::Level::Info => tracing::info!(canary, "policy: {message}"),
-            log::Level::Warn => tracing::warn!(canary, "policy: {message}"),
-            log::Level::Error => tracing::error!(canary, "policy: {message}"),
+        impl bindings::$version::log::Host for HostState {
+            fn log(&mut self, level: bindings::$version::log::Level, message: String) {
+                use bindings::$version::log::Level;
+                let level = match level {
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                self.write_log(level, &message);
+            }
         }
-    }
+
+        impl bindings::$version::metrics::Host for HostState {
+            fn instant_query(
+                &mut self,
+                query: String,
+            ) -> Result<Vec<bindings::$version::metrics::Series>, String> {
+                let answer = self.query(|source| source.instant_query(&query))?;
+                Ok(answer.into_iter().map(Into::into).collect())
+            }
+
+            fn range_query(
+                &mut self,
+                query: String,
+                window_seconds: u32,
+                step_seconds: u32,
+            ) -> Result<Vec<bindings::$version::metrics::Series>, String> {
+                if step_seconds == 0 {
+                    return Err("step-seconds must be positive".into());
+                }
+                let answer = self.query(|source| source.range_query(&query, window_seconds, step_seconds))?;
+                Ok(answer.into_iter().map(Into::into).collect())
+            }
+        }
+    };
 }
 
-impl metrics::Host for HostState {
-    fn instant_query(&mut self, query: String) -> Result<Vec<metrics::Series>, String> {
-        let source = self
-            .metrics
-            .clone()
-            .ok_or("no metrics provider is configured for this canary")?;
-        let started = Instant::now();
-        let answer = source.instant_query(&query);
-        self.host_time += started.elapsed();
-        Ok(answer?.into_iter().map(Into::into).collect())
+host_imports!(v0_1);
+host_imports!(v0_2);
+
+impl HostState {
+    fn write_log(&self, level: tracing::Level, message: &str) {
+        let message = crate::text::clip(message, MAX_LOG_BYTES);
+        let canary = self.canary.as_str();
+        match level {
+            tracing::Level::DEBUG | tracing::Level::TRACE => tracing::debug!(canary, "policy: {message}"),
+            tracing::Level::INFO => tracing::info!(canary, "policy: {message}"),
+            tracing::Level::WARN => tracing::warn!(canary, "policy: {message}"),
+            tracing::Level::ERROR => tracing::error!(canary, "policy: {message}"),
+        }
     }
 
-    fn range_query(
+    /// Runs a query on the canary's provider; the wait is the host's time, not the guest's.
+    fn query(
         &mut self,
-        query: String,
-        window_seconds: u32,
-        step_seconds: u32,
-    ) -> Result<Vec<metrics::Series>, String> {
+        run: impl FnOnce(&dyn MetricsSource) -> Result<Vec<Series>, String>,
+    ) -> Result<Vec<Series>, String> {
         let source = self
             .metrics
             .clone()
             .ok_or("no metrics provider is configured for this canary")?;
-        if step_seconds == 0 {
-            return Err("step-seconds must be positive".into());
-        }
         let started = Instant::now();
-        let answer = source.range_query(&query, window_seconds, step_seconds);
+        let answer = run(source.as_ref());
         self.host_time += started.elapsed();
-        Ok(answer?.into_iter().map(Into::into).collect())
+        answer
     }
 }
 

@@ -12,6 +12,6 @@ mod host;
 pub mod types;
 
 pub use builtin::{BUILTIN_DEFAULT, builtin, read_source};
-pub use component::{Grants, PACKAGE, Policy, PolicyComponent, digest, is_component};
+pub use component::{Grants, PACKAGE, Policy, PolicyComponent, VERSIONS, digest, is_component};
 pub use engine::{Limits, PolicyEngine};
 pub use error::PolicyError;

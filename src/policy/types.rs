@@ -70,6 +70,65 @@ pub struct Rollout {
     /// The policy's own configuration as JSON text.
     #[serde(default = "empty_config")]
     pub config: String,
+    /// Analysis intervals at the current weight, this one included (contract 0.2).
+    #[serde(default)]
+    pub intervals_at_weight: u32,
+    #[serde(default)]
+    pub seconds_in_phase: u32,
+    /// The revision being rolled out (the canary's checksum).
+    #[serde(default)]
+    pub revision: String,
+    /// The policy's state from its last answer in this rollout.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The last analyses of this rollout, oldest first, at most [`MAX_HISTORY`].
+    #[serde(default)]
+    pub history: Vec<AnalysisRecord>,
+}
+
+/// Analyses a policy is shown in `rollout.history`.
+pub const MAX_HISTORY: usize = 10;
+
+/// Largest state a policy may keep (bytes of JSON text).
+pub const MAX_STATE_BYTES: usize = 4096;
+
+/// One check of a past analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CheckValue {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    pub verdict: Verdict,
+}
+
+/// One past analysis of a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AnalysisRecord {
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    pub weight: u32,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckValue>,
+}
+
+/// A decision and the policy's new state: `None` keeps the previous state, `Some` replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer<T> {
+    #[serde(flatten)]
+    pub decision: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+impl<T> Answer<T> {
+    /// A decision that leaves the state alone (every 0.1.0 answer).
+    pub fn stateless(decision: T) -> Self {
+        Self {
+            decision,
+            state: None,
+        }
+    }
 }
 
 fn empty_config() -> String {
@@ -136,7 +195,7 @@ pub struct MetricCheck {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Verdict {
     Pass,

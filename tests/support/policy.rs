@@ -35,5 +35,10 @@ pub fn rollout(analysis: AnalysisSettings) -> Rollout {
         failed_checks: 0,
         analysis,
         config: "{}".into(),
+        intervals_at_weight: 0,
+        seconds_in_phase: 0,
+        revision: "rev-1".into(),
+        state: None,
+        history: Vec::new(),
     }
 }

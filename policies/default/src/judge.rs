@@ -40,7 +40,11 @@ pub fn analysis(rollout: &Rollout, checks: &[MetricCheck], hooks: &[WebhookOutco
     } else {
         Verdict::Pass
     };
-    AnalysisResult { verdict, metrics }
+    AnalysisResult {
+        verdict,
+        metrics,
+        state: None,
+    }
 }
 
 /// Flagger's built-in Istio checks, named as in a Canary's `analysis.metrics`.

@@ -14,15 +14,19 @@ mod steps;
 
 use exports::fledge::policy::{analysis, gate, step};
 use fledge::policy::types::{
-    AnalysisResult, GateDecision, GateKind, MetricCheck, PolicyError, Rollout, StepDecision, WebhookOutcome,
+    AnalysisResult, GateAnswer, GateKind, MetricCheck, PolicyError, Rollout, StepAnswer, WebhookOutcome,
 };
 
 struct DefaultPolicy;
 
 impl step::Guest for DefaultPolicy {
-    fn next(rollout: Rollout) -> Result<StepDecision, PolicyError> {
+    fn next(rollout: Rollout) -> Result<StepAnswer, PolicyError> {
         let config = config::Config::parse(&rollout.config)?;
-        Ok(steps::next(&rollout, &config))
+        Ok(StepAnswer {
+            decision: steps::next(&rollout, &config),
+            // Flagger's behaviour needs no memory beyond the rollout's own counters.
+            state: None,
+        })
     }
 }
 
@@ -31,8 +35,11 @@ impl gate::Guest for DefaultPolicy {
         rollout: Rollout,
         kind: GateKind,
         hooks: Vec<WebhookOutcome>,
-    ) -> Result<GateDecision, PolicyError> {
-        Ok(judge::gate(&rollout, kind, &hooks))
+    ) -> Result<GateAnswer, PolicyError> {
+        Ok(GateAnswer {
+            decision: judge::gate(&rollout, kind, &hooks),
+            state: None,
+        })
     }
 }
 

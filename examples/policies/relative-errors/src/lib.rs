@@ -61,6 +61,7 @@ impl analysis::Guest for RelativeErrors {
         Ok(AnalysisResult {
             verdict,
             metrics: verdicts,
+            state: None,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 wit_bindgen::generate!({
     world: "step-policy",
-    path: "../../../wit",
+    path: "../../../wit/v0.1.0",
     generate_all,
 });
 

@@ -4,7 +4,7 @@ Traffic to the canary doubles each interval (1, 2, 4, 8, ... %) up to the Canary
 canary is promoted; failed checks at the threshold roll it back. Config (analysis.policy.config):
 {"start": 1, "factor": 2}.
 
-Build: componentize-py -d ../../../wit -w step-policy componentize app -o exponential.wasm --stub-wasi
+Build: componentize-py -d ../../../../wit/v0.1.0 -w step-policy componentize app -o exponential.wasm --stub-wasi
 """
 
 import json
