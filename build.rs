@@ -11,6 +11,7 @@ const POLICIES: &[(&str, &str)] = &[
     ("fledge-policy-relative-errors", "fledge_policy_relative_errors"),
     ("fledge-policy-hostile", "fledge_policy_hostile"),
     ("fledge-policy-scripted", "fledge_policy_scripted"),
+    ("two-passes", "two_passes"),
 ];
 const TARGET: &str = "wasm32-unknown-unknown";
 
@@ -21,6 +22,7 @@ fn main() {
         "wit",
         "policies",
         "examples/policies/relative-errors",
+        "examples/policies/rust",
         "tests/policies",
         "Cargo.lock",
     ] {

@@ -149,6 +149,22 @@ enum PolicyCommand {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Write a policy template (Rust, Python or JavaScript) with its scenario and the contract into a new
+    /// directory.
+    New {
+        #[arg(long, value_enum)]
+        lang: fledge::cli::templates::Lang,
+        /// The directory to create (it must not hold anything yet).
+        dir: PathBuf,
+    },
+    /// Wrap a core wasm module built with wit-bindgen (`wasm32-unknown-unknown`) into a component.
+    Componentize {
+        /// The core module (.wasm).
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Push a component to an OCI registry as a Wasm artifact; prints its digest and a Policy for it.
     Push {
         /// The component (.wasm).
@@ -295,6 +311,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !passed {
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::Policy(PolicyCommand::New { lang, dir }) => {
+            let written = fledge::cli::templates::write(lang, &dir)?;
+            for path in written {
+                println!("{}", path.display());
+            }
+        }
+        Command::Policy(PolicyCommand::Componentize { module, output }) => {
+            let inspection = policy::componentize(&module, &output)?;
+            println!("{}", serde_json::to_string_pretty(&inspection)?);
         }
         Command::Policy(PolicyCommand::Push {
             file,

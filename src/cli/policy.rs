@@ -59,7 +59,19 @@ fn read_bytes(source: &str, auth: &Auth, insecure: bool) -> anyhow::Result<Vec<u
 }
 
 fn load(source: &str, auth: &Auth, insecure: bool) -> anyhow::Result<std::sync::Arc<PolicyComponent>> {
-    let engine = PolicyEngine::new(Limits::default(), default_cache_dir())?;
+    load_into(&engine()?, source, auth, insecure)
+}
+
+fn engine() -> anyhow::Result<PolicyEngine> {
+    Ok(PolicyEngine::new(Limits::default(), default_cache_dir())?)
+}
+
+fn load_into(
+    engine: &PolicyEngine,
+    source: &str,
+    auth: &Auth,
+    insecure: bool,
+) -> anyhow::Result<std::sync::Arc<PolicyComponent>> {
     let bytes = read_bytes(source, auth, insecure)?;
     Ok(engine.load(source, &bytes, Grants::ALL)?)
 }
@@ -142,9 +154,10 @@ pub fn test(source: &str, scenario: &Path, auth: &Auth, insecure: bool) -> anyho
     let text =
         std::fs::read_to_string(scenario).map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
     let scenario = super::scenario::parse(&text)?;
-    let policy = load(source, auth, insecure)?;
+    let engine = engine()?;
+    let policy = load_into(&engine, source, auth, insecure)?;
     // The worlds a component does not export are the built-in default's, as in the controller.
-    let fallback = load(crate::policy::BUILTIN_DEFAULT, auth, insecure)?;
+    let fallback = load_into(&engine, crate::policy::BUILTIN_DEFAULT, auth, insecure)?;
     let reports = super::scenario::run(policy.as_ref(), fallback.as_ref(), &scenario);
     Ok((super::scenario::table(&reports), reports.iter().all(|r| r.ok)))
 }
@@ -173,6 +186,23 @@ pub fn inspect(source: &str, auth: &Auth, insecure: bool) -> anyhow::Result<Insp
         exports: component.exports().to_vec(),
         imports: component.imports().to_vec(),
     })
+}
+
+/// Wraps a core module that wit-bindgen (or any tool that embeds the component type) built into a
+/// component, writes it to `output`, and describes it as the host loads it.
+pub fn componentize(module: &Path, output: &Path) -> anyhow::Result<Inspection> {
+    let bytes = std::fs::read(module).map_err(|e| anyhow::anyhow!("{}: {e}", module.display()))?;
+    anyhow::ensure!(
+        !crate::policy::is_component(&bytes),
+        "{} is already a component",
+        module.display()
+    );
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| anyhow::anyhow!("{}: not a module with a component type: {e:#}", module.display()))?;
+    std::fs::write(output, &component).map_err(|e| anyhow::anyhow!("{}: {e}", output.display()))?;
+    inspect(&output.display().to_string(), &Auth::Anonymous, false)
 }
 
 /// Maps a policy failure to the process exit code the CLI uses for it.

@@ -594,9 +594,6 @@ fn describe_expect(e: &Expect) -> String {
     if let Some(g) = e.gate {
         parts.push(format!("gate {}", gate_word(g)));
     }
-    if let Some(state) = &e.state {
-        parts.push(format!("state {state}"));
-    }
     if let Some(s) = e.step {
         parts.push(match s {
             StepExpect::SetWeight(w) => format!("setWeight {w}"),
@@ -606,24 +603,27 @@ fn describe_expect(e: &Expect) -> String {
             StepExpect::Rollback => "rollback".into(),
         });
     }
+    if let Some(state) = &e.state {
+        parts.push(format!("state {state}"));
+    }
     parts.join(", ")
 }
 
 /// The report as a plain table (stable when stdout is not a terminal).
 pub fn table(reports: &[TickReport]) -> String {
     let mut out = format!(
-        "{:>4}  {:<18} {:>6}  {:<40}  {:<30} {:<24}\n",
+        "{:>4}  {:<18} {:>6}  {:<36}  {:<36}  {:<28}\n",
         "tick", "phase", "weight", "answered", "expected", "state"
     );
     for r in reports {
         out.push_str(&format!(
-            "{:>4}  {:<18} {:>6}  {:<40}  {:<30} {:<24} {}\n",
+            "{:>4}  {:<18} {:>6}  {:<36}  {:<36}  {:<28} {}\n",
             r.index,
             r.phase.name(),
             r.weight,
-            crate::text::clip(&r.answered, 40),
-            r.expected,
-            crate::text::clip(r.state.as_deref().unwrap_or("-"), 24),
+            crate::text::clip(&r.answered, 36),
+            crate::text::clip(&r.expected, 36),
+            crate::text::clip(r.state.as_deref().unwrap_or("-"), 28),
             if r.ok { "✓" } else { "✗" }
         ));
     }
