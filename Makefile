@@ -44,4 +44,4 @@ fmt:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
-	cargo clippy --locked --target wasm32-unknown-unknown -p fledge-policy-default -p fledge-policy-hostile -p fledge-policy-scripted -p two-passes -- -D warnings
+	cargo clippy --locked --target wasm32-unknown-unknown -p fledge-policy-default -p fledge-policy-sequential -p fledge-policy-hostile -p fledge-policy-scripted -p two-passes -- -D warnings

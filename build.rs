@@ -8,6 +8,7 @@ use std::process::Command;
 /// (package, core module file stem) of every component we build.
 const POLICIES: &[(&str, &str)] = &[
     ("fledge-policy-default", "fledge_policy_default"),
+    ("fledge-policy-sequential", "fledge_policy_sequential"),
     ("fledge-policy-relative-errors", "fledge_policy_relative_errors"),
     ("fledge-policy-hostile", "fledge_policy_hostile"),
     ("fledge-policy-scripted", "fledge_policy_scripted"),

@@ -98,6 +98,43 @@ fn policies(c: &mut Criterion) {
         bench_calls(c, "python", &python, &["step"]);
         bench_load(c, "python", &bytes);
     }
+
+    // The 0.2 templates ("two passes per step", with state and history), one per language.
+    let rust = std::path::Path::new(env!("FLEDGE_POLICY_OUT_DIR")).join("two_passes.wasm");
+    let templates = [
+        ("template-rust", Some(rust.into_os_string())),
+        ("template-python", std::env::var_os("FLEDGE_PYTHON_TEMPLATE")),
+        ("template-javascript", std::env::var_os("FLEDGE_JS_TEMPLATE")),
+    ];
+    for (label, path) in templates {
+        let Some(path) = path else { continue };
+        let bytes = std::fs::read(&path).expect("read template component");
+        println!("{label}: {} bytes", bytes.len());
+        let template = engine.load(label, &bytes, Grants::ALL).expect("load template");
+        bench_template_step(c, label, &template);
+        bench_load(c, label, &bytes);
+    }
+}
+
+/// A step at 20 % with one pass remembered: the call reads state and history and answers with state.
+fn bench_template_step(c: &mut Criterion, label: &str, policy: &Arc<PolicyComponent>) {
+    let mut r = rollout();
+    r.state = Some(r#"{"weight":20,"passes":1}"#.into());
+    r.history = vec![AnalysisRecord {
+        time: 60.0,
+        weight: 20,
+        verdict: Verdict::Pass,
+        checks: vec![CheckValue {
+            name: "request-success-rate".into(),
+            value: Some(99.5),
+            verdict: Verdict::Pass,
+        }],
+    }];
+    let answer = policy.step(&r).expect("template step");
+    assert_eq!(answer.decision, StepDecision::SetWeight { weight: 40 }, "{label}");
+    c.bench_function(&format!("{label}/step"), |b| {
+        b.iter(|| black_box(policy.step(black_box(&r))));
+    });
 }
 
 criterion_group! {

@@ -15,9 +15,9 @@ export FLEDGE_JCO=$cache/npm-jco-1.35.0/node_modules/.bin/jco
 echo "[test] lints" >&2
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo clippy --locked --target wasm32-unknown-unknown -p fledge-policy-default -p fledge-policy-relative-errors -p fledge-policy-hostile -p fledge-policy-scripted -p two-passes -- -D warnings
+cargo clippy --locked --target wasm32-unknown-unknown -p fledge-policy-default -p fledge-policy-sequential -p fledge-policy-relative-errors -p fledge-policy-hostile -p fledge-policy-scripted -p two-passes -- -D warnings
 # The example policy's pure logic, on the host.
-cargo test --locked -p fledge-policy-relative-errors --lib
+cargo test --locked -p fledge-policy-relative-errors -p fledge-policy-sequential --lib
 # Compile the tests before the plane starts, so the plane is not kept waiting on the compiler.
 cargo test --all-targets --locked --no-run
 

@@ -337,3 +337,46 @@ async fn a_policy_comparing_canary_and_primary_error_rates_fails_where_the_absol
     let note = rig.event("exceeds primary's").await;
     assert!(note.contains("canary error rate 4."), "{note}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn builtin_sequential_rolls_back_a_canary_erring_three_times_as_often_before_a_threshold_could() {
+    let knobs = Knobs {
+        requests_per_second: 200.0,
+        canary_error_rate: 0.06,
+        primary_error_rate: 0.02,
+        ..Knobs::default()
+    };
+    let rig = Rig::start("an-sequential", knobs).await;
+    // A threshold of 5: the failed checks alone would need five intervals.
+    rig.ship(
+        json!({"interval": "3s", "threshold": 5, "stepWeight": 20, "maxWeight": 60,
+        "policy": {"component": "builtin:sequential", "config": {"margin": 0.2, "alpha": 0.05, "window": "3s"}}}),
+    )
+    .await;
+    wait_phase(&rig.ns, Phase::Failed, LIMIT).await;
+    let note = rig.event("sequential test").await;
+    assert!(note.contains("more than 1.20x"), "{note}");
+    let status = rig.status().await;
+    let policy = status.policy.clone().expect("status.policy");
+    assert_eq!(policy.source, "builtin:sequential");
+    // The evidence is the policy's state, visible in the status.
+    let evidence: serde_json::Value =
+        serde_json::from_str(policy.state.as_deref().expect("state")).expect("state is JSON");
+    assert!(
+        evidence["intervals"]
+            .as_u64()
+            .is_some_and(|n| (1..5).contains(&n)),
+        "{evidence}"
+    );
+    assert!(
+        policy.history.len() < 5
+            && policy
+                .history
+                .last()
+                .is_some_and(|h| h.verdict == fledge::policy::types::Verdict::Fail),
+        "{:?}",
+        policy.history
+    );
+    assert_eq!(weights(&rig.ns).await, Some((100, 0)));
+}

@@ -400,7 +400,8 @@ fn policy_selector(policy: &crate::api::PolicyRef) -> Result<PolicySelector, Spe
             if let Some(name) = c.strip_prefix("builtin:") {
                 if crate::policy::builtin(c).is_none() {
                     return Err(bad(format!(
-                        "{c:?} is not a built-in policy (known: {BUILTIN_DEFAULT})"
+                        "{c:?} is not a built-in policy (known: {})",
+                        crate::policy::builtin_names()
                     )));
                 }
                 return Ok(PolicySelector::Builtin(name.to_owned()));
@@ -518,6 +519,10 @@ mod tests {
         assert_eq!(
             pick(serde_json::json!({})),
             Ok(PolicySelector::Builtin("default".into()))
+        );
+        assert_eq!(
+            pick(serde_json::json!({"component": "builtin:sequential"})),
+            Ok(PolicySelector::Builtin("sequential".into()))
         );
         assert_eq!(
             pick(serde_json::json!({"component": "file:errors.wasm"})),

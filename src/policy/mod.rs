@@ -11,7 +11,7 @@ mod error;
 mod host;
 pub mod types;
 
-pub use builtin::{BUILTIN_DEFAULT, builtin, read_source};
+pub use builtin::{BUILTIN_DEFAULT, BUILTIN_SEQUENTIAL, BUILTINS, builtin, builtin_names, read_source};
 pub use component::{Grants, PACKAGE, Policy, PolicyComponent, VERSIONS, digest, is_component};
 pub use engine::{Limits, PolicyEngine};
 pub use error::PolicyError;

@@ -140,9 +140,11 @@ impl PolicyStore {
     /// Keeps in memory only the components a Policy serves now or a rollout in flight is pinned to.
     pub fn evict_unused(&self, pinned: &HashSet<String>) {
         let mut keep: HashSet<String> = pinned.clone();
-        keep.insert(crate::registry::sha256(
-            crate::policy::builtin(BUILTIN_DEFAULT).unwrap_or_default(),
-        ));
+        keep.extend(
+            crate::policy::BUILTINS
+                .iter()
+                .map(|(_, bytes)| crate::registry::sha256(bytes)),
+        );
         if let Ok(entries) = self.entries.read() {
             keep.extend(entries.values().filter_map(|e| match e {
                 Entry::Ready(l) => Some(l.digest.clone()),
@@ -222,11 +224,19 @@ impl PolicyStore {
         pinned: Option<&str>,
     ) -> Result<Loaded, NotReady> {
         let loaded = match selector {
-            PolicySelector::Builtin(_) => Loaded {
+            PolicySelector::Builtin(name) if format!("builtin:{name}") == BUILTIN_DEFAULT => Loaded {
                 component: self.default.clone(),
                 config: None,
                 digest: format!("sha256:{}", self.default.digest()),
             },
+            PolicySelector::Builtin(name) => {
+                let component = self.other_builtin(name).await?;
+                Loaded {
+                    digest: format!("sha256:{}", component.digest()),
+                    component,
+                    config: None,
+                }
+            }
             PolicySelector::File(name) => {
                 let component = self.file(name).await?;
                 Loaded {
@@ -275,6 +285,29 @@ impl PolicyStore {
 
     /// A component from `--policy-dir`, read with a size cap and compiled off the async runtime; reloaded
     /// when the file changes.
+    /// A built-in other than the default, compiled on first use (then from the engine's caches).
+    async fn other_builtin(self: &Arc<Self>, name: &str) -> Result<Arc<PolicyComponent>, NotReady> {
+        let reference = format!("builtin:{name}");
+        let bytes = crate::policy::builtin(&reference).ok_or_else(|| NotReady {
+            reason: "InvalidSource",
+            message: format!(
+                "{reference} is not a built-in policy (known: {})",
+                crate::policy::builtin_names()
+            ),
+        })?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.engine.load(&reference, bytes, Grants::ALL))
+            .await
+            .map_err(|e| NotReady {
+                reason: "LoadFailed",
+                message: e.to_string(),
+            })?
+            .map_err(|e| NotReady {
+                reason: "CompileFailed",
+                message: e.to_string(),
+            })
+    }
+
     async fn file(self: &Arc<Self>, name: &str) -> Result<Arc<PolicyComponent>, NotReady> {
         let Some(dir) = &self.policy_dir else {
             return Err(NotReady {
