@@ -157,6 +157,14 @@ enum PolicyCommand {
         /// The directory to create (it must not hold anything yet).
         dir: PathBuf,
     },
+    /// Write the scenario of a canary's rollout (its recorded analyses and moves) for `policy test`.
+    Record {
+        /// `<namespace>/<canary>`, read with the current kubeconfig.
+        canary: String,
+        /// Where to write it (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Wrap a core wasm module built with wit-bindgen (`wasm32-unknown-unknown`) into a component.
     Componentize {
         /// The core module (.wasm).
@@ -316,6 +324,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let written = fledge::cli::templates::write(lang, &dir)?;
             for path in written {
                 println!("{}", path.display());
+            }
+        }
+        Command::Policy(PolicyCommand::Record { canary, output }) => {
+            let scenario = policy::record(&canary)?;
+            if let Some(path) = output {
+                std::fs::write(&path, scenario).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            } else {
+                print!("{scenario}");
             }
         }
         Command::Policy(PolicyCommand::Componentize { module, output }) => {

@@ -197,4 +197,37 @@ async fn a_policy_state_lives_in_the_status_and_a_sigkill_mid_rollout_loses_none
         image(&ns, "podinfo-primary").await.as_deref(),
         Some("stefanprodan/podinfo:3.1.1")
     );
+
+    // The rollout as a scenario: the policy that drove it replays it; the default, which steps after one
+    // pass, does not — what an author checks before shipping a new policy version.
+    let recorded = std::env::temp_dir().join(format!("fledge-recorded-{}.yaml", std::process::id()));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+            .args(args)
+            .output()
+            .expect("run fledge");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let file = recorded.to_str().expect("path");
+    let (code, printed) = run(&["policy", "record", &format!("{}/podinfo", ns.name), "-o", file]);
+    assert_eq!(code, Some(0), "{printed}");
+    let template = PathBuf::from(policy_dir()).join("two_passes.wasm");
+    let (code, table) = run(&["policy", "test", template.to_str().expect("path"), file]);
+    assert_eq!(
+        code,
+        Some(0),
+        "{table}\n{}",
+        std::fs::read_to_string(&recorded).unwrap_or_default()
+    );
+    assert!(table.contains("5 ticks, 0 failed"), "{table}");
+    let (code, table) = run(&["policy", "test", "builtin:default", file]);
+    assert_eq!(code, Some(1), "{table}");
+    let _ = std::fs::remove_file(&recorded);
 }

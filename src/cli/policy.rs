@@ -205,6 +205,11 @@ pub fn componentize(module: &Path, output: &Path) -> anyhow::Result<Inspection> 
     inspect(&output.display().to_string(), &Auth::Anonymous, false)
 }
 
+/// `fledge policy record`: the scenario of a canary's rollout, written to `output` or returned.
+pub fn record(target: &str) -> anyhow::Result<String> {
+    block_on(super::record::from_cluster(target))?
+}
+
 /// Maps a policy failure to the process exit code the CLI uses for it.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<PolicyError>() {
