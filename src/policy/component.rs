@@ -433,28 +433,35 @@ pub trait Policy: Send + Sync {
     ) -> Result<Answer<AnalysisResult>, PolicyError>;
 }
 
+/// Calls `$world` of a version's exports on a fresh instance: the missing-export error when it is not
+/// there, the guest's raw answer otherwise. One body for every contract version (their types differ).
+macro_rules! invoke {
+    ($self:ident, $guests:ident . $world:ident, $rollout:expr, $metrics:expr, |$export:ident, $store:ident| $call:expr) => {{
+        let indices = $guests
+            .$world
+            .as_ref()
+            .ok_or_else(|| $self.missing(stringify!($world)))?;
+        $self.call($rollout, $metrics, |$store, instance| {
+            let $export = indices.load(&mut *$store, instance)?;
+            $call
+        })?
+    }};
+}
+
 impl Policy for PolicyComponent {
     fn step(&self, rollout: &Rollout) -> Result<Answer<StepDecision>, PolicyError> {
         match &self.guests {
             Exports::V0_1(g) => {
-                let indices = g.step.as_ref().ok_or_else(|| self.missing("step"))?;
                 let input = rollout.into();
-                let answer = self.call(rollout, None, |store, instance| {
-                    indices
-                        .load(&mut *store, instance)?
-                        .call_next(&mut *store, &input)
-                })?;
+                let answer = invoke!(self, g.step, rollout, None, |e, store| e
+                    .call_next(&mut *store, &input));
                 let decision = convert::v0_1::step_decision(answer.map_err(convert::v0_1::refused)?)?;
                 Ok(Answer::stateless(decision))
             }
             Exports::V0_2(g) => {
-                let indices = g.step.as_ref().ok_or_else(|| self.missing("step"))?;
                 let input = rollout.into();
-                let answer = self.call(rollout, None, |store, instance| {
-                    indices
-                        .load(&mut *store, instance)?
-                        .call_next(&mut *store, &input)
-                })?;
+                let answer = invoke!(self, g.step, rollout, None, |e, store| e
+                    .call_next(&mut *store, &input));
                 convert::v0_2_only::step_answer(answer.map_err(convert::v0_2::refused)?)
             }
         }
@@ -468,26 +475,18 @@ impl Policy for PolicyComponent {
     ) -> Result<Answer<GateDecision>, PolicyError> {
         match &self.guests {
             Exports::V0_1(g) => {
-                let indices = g.gate.as_ref().ok_or_else(|| self.missing("gate"))?;
-                let input = rollout.into();
-                let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
-                let answer = self.call(rollout, None, |store, instance| {
-                    indices
-                        .load(&mut *store, instance)?
-                        .call_decide(&mut *store, &input, kind.into(), &hooks)
-                })?;
+                let (input, hooks): (_, Vec<_>) = (rollout.into(), hooks.iter().map(Into::into).collect());
+                let answer = invoke!(self, g.gate, rollout, None, |e, store| {
+                    e.call_decide(&mut *store, &input, kind.into(), &hooks)
+                });
                 let decision = convert::v0_1::gate_decision(answer.map_err(convert::v0_1::refused)?);
                 Ok(Answer::stateless(decision))
             }
             Exports::V0_2(g) => {
-                let indices = g.gate.as_ref().ok_or_else(|| self.missing("gate"))?;
-                let input = rollout.into();
-                let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
-                let answer = self.call(rollout, None, |store, instance| {
-                    indices
-                        .load(&mut *store, instance)?
-                        .call_decide(&mut *store, &input, kind.into(), &hooks)
-                })?;
+                let (input, hooks): (_, Vec<_>) = (rollout.into(), hooks.iter().map(Into::into).collect());
+                let answer = invoke!(self, g.gate, rollout, None, |e, store| {
+                    e.call_decide(&mut *store, &input, kind.into(), &hooks)
+                });
                 convert::v0_2_only::gate_answer(answer.map_err(convert::v0_2::refused)?)
             }
         }
@@ -502,15 +501,14 @@ impl Policy for PolicyComponent {
     ) -> Result<Answer<AnalysisResult>, PolicyError> {
         match &self.guests {
             Exports::V0_1(g) => {
-                let indices = g.analysis.as_ref().ok_or_else(|| self.missing("analysis"))?;
                 let input = rollout.into();
-                let checks: Vec<_> = checks.iter().map(Into::into).collect();
-                let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
-                let answer = self.call(rollout, metrics, |store, instance| {
-                    indices
-                        .load(&mut *store, instance)?
-                        .call_judge(&mut *store, &input, &checks, &hooks)
-                })?;
+                let (checks, hooks): (Vec<_>, Vec<_>) = (
+                    checks.iter().map(Into::into).collect(),
+                    hooks.iter().map(Into::into).collect(),
+                );
+                let answer = invoke!(self, g.analysis, rollout, metrics, |e, store| {
+                    e.call_judge(&mut *store, &input, &checks, &hooks)
+                });
                 let result = answer.map_err(convert::v0_1::refused)?;
                 Ok(Answer::stateless(AnalysisResult {
                     verdict: convert::v0_1::verdict(result.verdict),
@@ -518,15 +516,14 @@ impl Policy for PolicyComponent {
                 }))
             }
             Exports::V0_2(g) => {
-                let indices = g.analysis.as_ref().ok_or_else(|| self.missing("analysis"))?;
                 let input = rollout.into();
-                let checks: Vec<_> = checks.iter().map(Into::into).collect();
-                let hooks: Vec<_> = hooks.iter().map(Into::into).collect();
-                let answer = self.call(rollout, metrics, |store, instance| {
-                    indices
-                        .load(&mut *store, instance)?
-                        .call_judge(&mut *store, &input, &checks, &hooks)
-                })?;
+                let (checks, hooks): (Vec<_>, Vec<_>) = (
+                    checks.iter().map(Into::into).collect(),
+                    hooks.iter().map(Into::into).collect(),
+                );
+                let answer = invoke!(self, g.analysis, rollout, metrics, |e, store| {
+                    e.call_judge(&mut *store, &input, &checks, &hooks)
+                });
                 convert::v0_2_only::analysis_answer(answer.map_err(convert::v0_2::refused)?)
             }
         }
