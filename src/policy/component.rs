@@ -381,35 +381,27 @@ impl PolicyComponent {
     }
 }
 
-/// Links the host's 0.1 interfaces (`metrics` only when granted) for `component`.
-fn link_v0_1(
-    engine: &wasmtime::Engine,
-    component: &Component,
-    grants: Grants,
-) -> wasmtime::Result<InstancePre<HostState>> {
-    let mut linker = Linker::<HostState>::new(engine);
-    v0_1::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-    v0_1::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-    if grants.metrics {
-        v0_1::metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-    }
-    linker.instantiate_pre(component)
+/// Writes `link_v0_N`: links one contract version's host interfaces (`metrics` only when granted)
+/// for a component of that version. A macro because each version's bindings are distinct types.
+macro_rules! link_version {
+    ($link:ident, $version:ident) => {
+        fn $link(
+            engine: &wasmtime::Engine,
+            component: &Component,
+            grants: Grants,
+        ) -> wasmtime::Result<InstancePre<HostState>> {
+            let mut linker = Linker::<HostState>::new(engine);
+            $version::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+            $version::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+            if grants.metrics {
+                $version::metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+            }
+            linker.instantiate_pre(component)
+        }
+    };
 }
-
-/// Links the host's 0.2 interfaces (`metrics` only when granted) for `component`.
-fn link_v0_2(
-    engine: &wasmtime::Engine,
-    component: &Component,
-    grants: Grants,
-) -> wasmtime::Result<InstancePre<HostState>> {
-    let mut linker = Linker::<HostState>::new(engine);
-    v0_2::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-    v0_2::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-    if grants.metrics {
-        v0_2::metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-    }
-    linker.instantiate_pre(component)
-}
+link_version!(link_v0_1, v0_1);
+link_version!(link_v0_2, v0_2);
 
 /// The controller's view of a policy: three typed judgements, each with the policy's new state, no
 /// wasmtime in sight.
