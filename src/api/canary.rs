@@ -273,7 +273,9 @@ pub struct CanaryWebhook {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// At most 10 (a reconcile worker must not wait on one webhook for long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
     pub retries: Option<i32>,
     #[serde(default, rename = "disableTLS")]
     pub disable_tls: bool,

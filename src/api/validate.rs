@@ -153,6 +153,10 @@ pub struct WebhookSpec {
 
 /// Flagger's webhook timeout.
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds on one webhook's time, so a few bad Canaries cannot hold every reconcile worker: at most
+/// `(retries + 1) × timeout` = 11 minutes even at the limits.
+const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_WEBHOOK_RETRIES: u32 = 10;
 const DEFAULT_METRIC_INTERVAL: &str = "1m";
 
 fn metric(m: &CanaryMetric) -> Result<MetricSpec, SpecError> {
@@ -230,10 +234,18 @@ fn webhook(w: &CanaryWebhook) -> Result<WebhookSpec, SpecError> {
             parse_duration(t).ok_or_else(|| bad(format!("timeout {t:?} is not a duration like 10s")))?
         }
     };
+    if timeout > MAX_WEBHOOK_TIMEOUT {
+        return Err(bad(format!("timeout {timeout:?} is over the limit of 60s")));
+    }
     let retries = match w.retries {
         None => 0,
         Some(r) => u32::try_from(r).map_err(|_| bad(format!("retries must not be negative, got {r}")))?,
     };
+    if retries > MAX_WEBHOOK_RETRIES {
+        return Err(bad(format!(
+            "retries {retries} is over the limit of {MAX_WEBHOOK_RETRIES}"
+        )));
+    }
     Ok(WebhookSpec {
         name: w.name.clone(),
         kind: w.type_.unwrap_or(WebhookType::Rollout),
@@ -687,6 +699,31 @@ mod tests {
         let inverted = validate(&spec(serde_json::json!({"metrics": [
             {"name": "request-duration", "thresholdRange": {"min": 10, "max": 1}}]})));
         assert!(matches!(inverted, Err(SpecError::BadMetric { .. })));
+    }
+
+    #[test]
+    fn a_webhook_may_wait_at_most_60s_and_retry_at_most_10_times() {
+        let hook = |extra: serde_json::Value| {
+            let mut w = serde_json::json!({"name": "gate", "url": "http://loadtester/"});
+            w.as_object_mut()
+                .expect("object")
+                .extend(extra.as_object().expect("object").clone());
+            validate(&spec(serde_json::json!({"webhooks": [w]})))
+        };
+        let at_limits = hook(serde_json::json!({"timeout": "60s", "retries": 10})).expect("at the limits");
+        assert_eq!(at_limits.webhooks[0].timeout, Duration::from_secs(60));
+        assert_eq!(at_limits.webhooks[0].retries, 10);
+        for over in [
+            serde_json::json!({"timeout": "61s"}),
+            serde_json::json!({"timeout": "5m"}),
+            serde_json::json!({"retries": 11}),
+        ] {
+            let refused = hook(over.clone());
+            assert!(
+                matches!(refused, Err(SpecError::BadWebhook { ref name, ref why }) if name == "gate" && why.contains("over the limit")),
+                "{over}: {refused:?}"
+            );
+        }
     }
 
     #[test]
