@@ -235,7 +235,9 @@ fn webhook(w: &CanaryWebhook) -> Result<WebhookSpec, SpecError> {
         }
     };
     if timeout > MAX_WEBHOOK_TIMEOUT {
-        return Err(bad(format!("timeout {timeout:?} is over the limit of 60s")));
+        return Err(bad(format!(
+            "timeout {timeout:?} is over the limit of {MAX_WEBHOOK_TIMEOUT:?}"
+        )));
     }
     let retries = match w.retries {
         None => 0,
