@@ -221,16 +221,17 @@ impl Ticker<'_> {
         }
     }
 
-    /// Finalising ends in Succeeded only once the primary serves.
+    /// Finalising ends in Succeeded only once the primary serves; until then the route is held as recorded
+    /// (a hand edit is put back even while a zero-replica primary is scaled up again).
     fn finalising(&mut self) {
-        if self.primary_scaled_to_zero() {
-            return;
-        }
         if self.primary_serves() {
             return self.finalise();
         }
         self.out.requeue = Some(self.spec.interval);
         self.ensure_routing(self.current_weight());
+        if self.primary_scaled_to_zero() {
+            return;
+        }
         self.event(
             EventKind::Warning,
             format!(
