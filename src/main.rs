@@ -89,6 +89,14 @@ struct ControllerArgs {
     /// Largest policy component fetched or read, in MiB.
     #[arg(long, env = "FLEDGE_POLICY_MAX_MIB", default_value_t = 32)]
     policy_max_mib: u64,
+    /// Longest one reconcile may take (its gate webhooks' own timeouts and retries come on top); one that
+    /// takes longer is an error (category `timeout`) and is retried with backoff.
+    #[arg(long, env = "FLEDGE_RECONCILE_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    reconcile_deadline: std::time::Duration,
+    /// Longest a deleted Canary waits for its target to serve again; then the primary is left serving
+    /// (no longer owned by the Canary), the finalizer goes and a Warning event says what was left.
+    #[arg(long, env = "FLEDGE_TEARDOWN_DEADLINE", default_value = "5m", value_parser = parse_duration)]
+    teardown_deadline: std::time::Duration,
     /// Time limit of fetching one policy component from a registry.
     #[arg(long, env = "FLEDGE_POLICY_FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     policy_fetch_timeout: std::time::Duration,
@@ -243,6 +251,8 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 max_bytes: args.policy_max_mib << 20,
                 timeout: args.policy_fetch_timeout,
             },
+            reconcile_deadline: args.reconcile_deadline,
+            teardown_deadline: args.teardown_deadline,
             ..Default::default()
         };
         let client =

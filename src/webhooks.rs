@@ -24,6 +24,8 @@ pub struct Payload {
 const MAX_MESSAGE: usize = 256;
 /// Pause before retry `n` (1-based): n × this, capped at 5 s.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause between two attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// HTTP clients for webhooks (one verifying TLS, one not, for `disableTLS`).
 #[derive(Debug, Clone)]
@@ -40,6 +42,14 @@ impl Webhooks {
                 .danger_accept_invalid_certs(true)
                 .build()?,
         })
+    }
+
+    /// The longest [`Webhooks::call`] can take for `hook`: every attempt timing out, with the pauses between.
+    pub fn budget(hook: &WebhookSpec) -> Duration {
+        let pauses = (1..=hook.retries)
+            .map(|attempt| (RETRY_PAUSE * attempt).min(MAX_PAUSE))
+            .sum::<Duration>();
+        hook.timeout * (hook.retries + 1) + pauses
     }
 
     /// Calls `hook` with `payload` (its own metadata merged in), retrying as configured.
@@ -61,7 +71,7 @@ impl Webhooks {
                 return outcome;
             }
             attempt += 1;
-            tokio::time::sleep((RETRY_PAUSE * attempt).min(Duration::from_secs(5))).await;
+            tokio::time::sleep((RETRY_PAUSE * attempt).min(MAX_PAUSE)).await;
         }
     }
 }
@@ -108,6 +118,27 @@ pub fn outcome(name: &str, status: Option<u16>, body: &str) -> WebhookOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhooks_budget_is_every_attempt_timing_out_plus_the_pauses_between() {
+        let hook = |timeout, retries| WebhookSpec {
+            name: "h".into(),
+            kind: crate::api::WebhookType::ConfirmRollout,
+            url: "http://h".into(),
+            timeout: Duration::from_secs(timeout),
+            retries,
+            insecure: false,
+            metadata: BTreeMap::new(),
+        };
+        assert_eq!(Webhooks::budget(&hook(10, 0)), Duration::from_secs(10));
+        // 3 × 10 s, pauses 0.5 s + 1 s.
+        assert_eq!(Webhooks::budget(&hook(10, 2)), Duration::from_millis(31_500));
+        // The limits: 11 × 60 s, pauses 0.5 s, 1 s, … 5 s.
+        assert_eq!(
+            Webhooks::budget(&hook(60, 10)),
+            Duration::from_millis(660_000 + 27_500)
+        );
+    }
 
     #[test]
     fn only_200_to_202_succeed_and_204_fails_as_in_flagger() {

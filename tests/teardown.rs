@@ -252,3 +252,143 @@ async fn deleting_a_failed_canary_restores_the_app_without_losing_endpoints() {
     delete_and_check_restored(&ns).await;
     controller.abort();
 }
+
+/// Pins the target's pods to a node that does not exist: a new revision whose pods never become ready.
+async fn make_target_unschedulable(ns: &TestNamespace) {
+    let patch = json!({"spec": {"template": {"spec": {"nodeSelector": {"fledge.dev/nowhere": "true"}}}}});
+    ns.api::<Deployment>()
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+        .expect("pin podinfo nowhere");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_target_that_never_serves_again_leaves_the_primary_serving_after_the_teardown_deadline() {
+    let ns = TestNamespace::create("del-deadline").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller_tuned(&ns.client, &ns.name, |o| {
+        o.teardown_deadline = Duration::from_secs(8);
+    });
+    let canary = create_canary(&ns, json!({"interval": "2s", "threshold": 2, "stepWeight": 20}))
+        .await
+        .expect("canary");
+    let uid = canary.metadata.uid.clone().expect("uid");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    make_target_unschedulable(&ns).await;
+    wait_phase(&ns, Phase::Progressing, LIMIT).await;
+
+    let watch = EndpointWatch::start(&ns);
+    let deleted = std::time::Instant::now();
+    ns.api::<Canary>()
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("delete canary");
+    support::eventually("canary released", LIMIT, || async {
+        match ns.api::<Canary>().get_opt("podinfo").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|c| c.map(|c| c.metadata.finalizers)))),
+        }
+    })
+    .await;
+    let waited = deleted.elapsed();
+    assert!(
+        waited >= Duration::from_secs(8),
+        "the teardown waited for its deadline first, not {waited:?}"
+    );
+    let note = event_note(&ns, "Teardown gave up after 8s").await;
+    assert!(
+        note.contains("podinfo-primary keeps serving Service podinfo")
+            && note.contains("deployment/podinfo-primary"),
+        "{note}"
+    );
+    // Garbage collection had its chance: what serves is still there, released from the Canary.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let primary = ns
+        .api::<Deployment>()
+        .get("podinfo-primary")
+        .await
+        .expect("the primary is left serving");
+    assert!(
+        primary
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .all(|o| o.uid != uid),
+        "the primary is no longer owned by the Canary"
+    );
+    assert_eq!(replicas(&ns, "podinfo-primary").await, Some((2, 2)));
+    assert_eq!(
+        selector(&ns, "podinfo").await,
+        Some([("app".to_owned(), "podinfo-primary".to_owned())].into()),
+        "the apex Service still selects the primary's pods"
+    );
+    assert_eq!(weights(&ns).await, None, "routing is back on the apex Service");
+    let (samples, empty) = watch.finish().await;
+    assert!(samples >= 10, "too few endpoint samples: {samples}");
+    assert_eq!(empty, 0, "no ready endpoint in {empty} of {samples} samples");
+    controller.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_namespace_whose_canary_target_never_serves_is_deleted_without_waiting_for_the_deadline() {
+    let ns = TestNamespace::create("del-ns").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    // The default deadline (5 minutes): the namespace must not need it.
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(&ns, json!({"interval": "2s", "threshold": 2, "stepWeight": 20}))
+        .await
+        .expect("canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    make_target_unschedulable(&ns).await;
+    wait_phase(&ns, Phase::Progressing, LIMIT).await;
+    // Another controller's finalizer keeps the target visible while it is deleted: the teardown must see a
+    // target on its way out as nothing to restore to.
+    let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    let deployments = ns.api::<Deployment>();
+    deployments
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&hold),
+        )
+        .await
+        .expect("hold the target");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ns.client.clone());
+    namespaces
+        .delete(&ns.name, &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    support::eventually("canary released while its target terminates", LIMIT, || async {
+        match ns.api::<Canary>().get_opt("podinfo").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|c| c.map(|c| c.metadata.finalizers)))),
+        }
+    })
+    .await;
+    let release = json!({"metadata": {"finalizers": null}});
+    deployments
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&release),
+        )
+        .await
+        .expect("release the target");
+    support::eventually("namespace gone", Duration::from_secs(120), || async {
+        match namespaces.get_opt(&ns.name).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|n| n.and_then(|n| n.status)))),
+        }
+    })
+    .await;
+    controller.abort();
+}

@@ -4,7 +4,8 @@
 //! generated objects go (the caller removes the finalizer; garbage collection deletes what the Canary owns).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -38,7 +39,12 @@ pub async fn teardown(
         return Ok(Teardown::Done);
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let Some(target) = deployments.get_opt(&spec.target).await? else {
+    // A target that is gone or going (its namespace is deleted, say) has nothing to be restored to.
+    let Some(target) = deployments
+        .get_opt(&spec.target)
+        .await?
+        .filter(|t| t.metadata.deletion_timestamp.is_none())
+    else {
         return Ok(Teardown::Done);
     };
     let label = selector_label(&target, selector_labels)?;
@@ -101,8 +107,18 @@ pub async fn teardown(
             .await?;
     }
 
-    // Routing: a VirtualService the user had gets its spec back; the one fledge made goes now, so the mesh
-    // falls back to the apex Service before the primary's Service disappears.
+    restore_routing(client, namespace, spec, owner).await?;
+    Ok(Teardown::Done)
+}
+
+/// Routing: a VirtualService the user had gets its spec back; the one fledge made goes now, so the mesh
+/// falls back to the apex Service before the primary's Service disappears.
+async fn restore_routing(
+    client: &Client,
+    namespace: &str,
+    spec: &ValidSpec,
+    owner: &OwnerReference,
+) -> Result<(), ClusterError> {
     let router = IstioRouter::new(client.clone(), namespace);
     if let Some(mut vs) = router.virtual_service(&spec.service).await? {
         let original = vs.metadata.annotations.as_mut().and_then(|a| {
@@ -127,7 +143,76 @@ pub async fn teardown(
             None => {}
         }
     }
-    Ok(Teardown::Done)
+    Ok(())
+}
+
+/// Gives up waiting for the target (the teardown deadline passed): the primary keeps serving the apex
+/// Service, and it, its config copies and its autoscaler copy are released from the Canary so garbage
+/// collection leaves them. Routing goes back to the apex Service. Returns what was left, for the event.
+pub async fn abandon(
+    client: &Client,
+    namespace: &str,
+    spec: &ValidSpec,
+    owner: &OwnerReference,
+    copies: &[String],
+) -> Result<Vec<String>, ClusterError> {
+    let mut left = Vec::new();
+    let primary = primary_name(&spec.target);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    if release(&deployments, &primary, owner).await? {
+        left.push(format!("deployment/{primary}"));
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    release(&services, &spec.service, owner).await?;
+    for copy in copies {
+        let released = match copy.split_once('/') {
+            Some(("configmap", name)) => {
+                release(
+                    &Api::<ConfigMap>::namespaced(client.clone(), namespace),
+                    name,
+                    owner,
+                )
+                .await?
+            }
+            Some(("secret", name)) => {
+                release(&Api::<Secret>::namespaced(client.clone(), namespace), name, owner).await?
+            }
+            Some(("horizontalpodautoscaler", name)) => {
+                let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
+                release(&hpas, name, owner).await?
+            }
+            _ => false,
+        };
+        if released {
+            left.push(copy.clone());
+        }
+    }
+    restore_routing(client, namespace, spec, owner).await?;
+    Ok(left)
+}
+
+/// Drops `owner` from the object's owner references; false when the object is gone or was not owned.
+async fn release<K>(api: &Api<K>, name: &str, owner: &OwnerReference) -> Result<bool, ClusterError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(obj) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let refs = obj.meta().owner_references.as_deref();
+    if !owned(refs, owner) {
+        return Ok(false);
+    }
+    let others: Vec<&OwnerReference> = refs
+        .into_iter()
+        .flatten()
+        .filter(|o| o.uid != owner.uid)
+        .collect();
+    let patch =
+        json!({"metadata": {"ownerReferences": others, "resourceVersion": obj.meta().resource_version}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(true)
 }
 
 fn owned(refs: Option<&[OwnerReference]>, owner: &OwnerReference) -> bool {

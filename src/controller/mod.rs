@@ -54,7 +54,16 @@ pub struct Options {
     pub policy_blob_dir: Option<std::path::PathBuf>,
     /// Size and time bounds of fetching one policy component.
     pub policy_fetch: PullLimits,
+    /// Longest one reconcile may take, beyond the time its webhooks may take by their own settings.
+    pub reconcile_deadline: Duration,
+    /// Longest a deleted Canary waits for its target to serve again before it leaves the primary serving.
+    pub teardown_deadline: Duration,
 }
+
+/// `--reconcile-deadline`'s default.
+pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(30);
+/// `--teardown-deadline`'s default.
+pub const TEARDOWN_DEADLINE: Duration = Duration::from_secs(300);
 
 impl Default for Options {
     fn default() -> Self {
@@ -71,6 +80,8 @@ impl Default for Options {
             policy_dir: None,
             policy_blob_dir: None,
             policy_fetch: PullLimits::default(),
+            reconcile_deadline: RECONCILE_DEADLINE,
+            teardown_deadline: TEARDOWN_DEADLINE,
         }
     }
 }
@@ -203,7 +214,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
             canaries_tracking(&for_secrets, "secret", &s)
         })
         .graceful_shutdown_on(stop)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::bounded, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!("reconcile: {e}");

@@ -19,8 +19,8 @@ use crate::analysis::{PolicyMetrics, Providers};
 use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, WebhookType, validate_with};
 use crate::cluster::act::Actor;
 use crate::cluster::observe::{Snapshot, observe};
-use crate::cluster::teardown::{Teardown, teardown};
-use crate::cluster::{ClusterError, FIELD_MANAGER};
+use crate::cluster::teardown::{Teardown, abandon, teardown};
+use crate::cluster::{ClusterError, FIELD_MANAGER, primary_name};
 use crate::lifecycle::{Action, CanaryId, EventKind, PolicyBlocked, State, rollout_of, tick};
 use crate::policy::{Policy, PolicyError};
 use crate::webhooks::{Payload, Webhooks};
@@ -36,6 +36,7 @@ pub struct Context {
     canaries: kube::runtime::reflector::Store<Canary>,
     /// Policies, ClusterPolicies and `--policy-dir` files, resolved; the built-in default loaded once.
     policies: Arc<PolicyStore>,
+    failures: Failures,
 }
 
 /// Why the controller could not start.
@@ -75,6 +76,7 @@ impl Context {
             policies,
             client,
             options,
+            failures: Failures::default(),
         })
     }
 
@@ -116,6 +118,8 @@ pub enum ReconcileError {
     NoNamespace,
     #[error("policy task: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("reconcile took longer than its deadline of {}s; it resumes from what it wrote", .0.as_secs())]
+    Deadline(Duration),
 }
 
 impl ReconcileError {
@@ -126,15 +130,86 @@ impl ReconcileError {
             Self::Api(_) => "api",
             Self::NoNamespace => "no_namespace",
             Self::Join(_) => "policy_task",
+            Self::Deadline(_) => "timeout",
         }
     }
 }
 
-/// Backs off on errors: quick first, never a fixed long sleep.
+/// Backs off on errors: quick first, doubling per failure in a row, jittered so canaries failing together
+/// do not retry together.
 pub fn error_policy(canary: Arc<Canary>, err: &ReconcileError, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(canary = %canary.name_any(), category = err.category(), "reconcile failed: {err}");
     ctx.options.metrics.reconcile_error(err.category());
-    Requeue::requeue(Duration::from_secs(5))
+    let failures = ctx.failures.record(&canary);
+    Requeue::requeue(backoff(failures, jitter()))
+}
+
+/// The first retry's wait, doubled per failure in a row up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The wait after `failures` failures in a row (1-based), scaled by `jitter` in 0..1 to 80–120 %.
+fn backoff(failures: u32, jitter: f64) -> Duration {
+    let doubled = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled
+        .min(MAX_BACKOFF)
+        .mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+}
+
+/// A number in 0..1 that differs per call (std's randomly keyed hasher; no RNG crate needed for this).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    h.write_u128(now.map_or(0, |d| d.as_nanos()));
+    #[allow(clippy::cast_precision_loss)]
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    unit
+}
+
+/// Failures in a row per Canary, cleared by a reconcile that succeeds.
+#[derive(Debug, Default)]
+pub struct Failures(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl Failures {
+    fn key(canary: &Canary) -> String {
+        format!("{}/{}", canary.namespace().unwrap_or_default(), canary.name_any())
+    }
+
+    fn record(&self, canary: &Canary) -> u32 {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(Self::key(canary)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn clear(&self, canary: &Canary) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.remove(&Self::key(canary));
+    }
+}
+
+/// [`reconcile`] within its deadline: `--reconcile-deadline` plus what the canary's gate and rollback
+/// webhooks may take by their own timeout and retries. A reconcile cut short resumes from what it wrote
+/// (every write is idempotent); a policy call already running finishes within its own limit.
+pub async fn bounded(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
+    let hooks: Duration = validate_with(&cached.spec, ctx.options.min_interval)
+        .map(|spec| {
+            spec.webhooks
+                .iter()
+                .filter(|h| h.kind != WebhookType::Event)
+                .map(Webhooks::budget)
+                .sum()
+        })
+        .unwrap_or_default();
+    let deadline = ctx.options.reconcile_deadline + hooks;
+    let outcome = tokio::time::timeout(deadline, reconcile(cached.clone(), ctx.clone()))
+        .await
+        .unwrap_or(Err(ReconcileError::Deadline(deadline)));
+    if outcome.is_ok() {
+        ctx.failures.clear(&cached);
+    }
+    outcome
 }
 
 #[tracing::instrument(skip_all, fields(canary = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
@@ -519,6 +594,18 @@ async fn finish_deletion(
         )
         .await?
         {
+            Teardown::Waiting(why) if deleting_for(canary) >= ctx.options.teardown_deadline => {
+                let left = abandon(&ctx.client, namespace, &spec, &owner, &primary_copies(canary)).await?;
+                let message = format!(
+                    "Teardown gave up after {}s: {why}; {} keeps serving Service {} and is no longer owned by the canary ({}): delete it once {} serves",
+                    ctx.options.teardown_deadline.as_secs(),
+                    primary_name(&spec.target),
+                    spec.service,
+                    left.join(", "),
+                    spec.target,
+                );
+                publish(ctx, canary, EventKind::Warning, "TeardownDeadline", message).await;
+            }
             Teardown::Waiting(why) => {
                 tracing::info!("teardown: {why}");
                 let mut s = canary.status.clone().unwrap_or_default();
@@ -549,6 +636,31 @@ async fn finish_deletion(
         .metrics
         .forget(&canary.name_any(), namespace, &canary.spec.target_ref.name);
     Ok(Requeue::await_change())
+}
+
+/// How long the Canary has been deleted.
+fn deleting_for(canary: &Canary) -> Duration {
+    canary
+        .meta()
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+        .unwrap_or_default()
+}
+
+/// What fledge copied for the primary (`kind/name`): its config copies and its autoscaler.
+fn primary_copies(canary: &Canary) -> Vec<String> {
+    let configs = canary
+        .status
+        .iter()
+        .flat_map(|s| s.tracked_configs.keys())
+        .map(|key| format!("{key}-primary"));
+    let hpa = canary
+        .spec
+        .autoscaler_ref
+        .iter()
+        .map(|a| format!("horizontalpodautoscaler/{}", primary_name(&a.name)));
+    configs.chain(hpa).collect()
 }
 
 /// Replaces the finalizer list, guarded by the resourceVersion we read.
@@ -699,8 +811,23 @@ async fn publish(ctx: &Context, canary: &Canary, kind: EventKind, reason: &str, 
 
 #[cfg(test)]
 mod tests {
-    use super::merged_config;
+    use super::{backoff, jitter, merged_config};
     use serde_json::json;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_back_off_from_5s_doubling_to_5_minutes_within_20_percent_jitter() {
+        let secs = |failures, jitter| backoff(failures, jitter).as_secs_f64();
+        assert!((secs(1, 0.5) - 5.0).abs() < 1e-9);
+        assert!((secs(2, 0.5) - 10.0).abs() < 1e-9);
+        assert!((secs(4, 0.5) - 40.0).abs() < 1e-9);
+        assert!((secs(30, 0.5) - 300.0).abs() < 1e-9, "capped");
+        assert!((secs(1, 0.0) - 4.0).abs() < 1e-9 && (secs(1, 1.0) - 6.0).abs() < 1e-9);
+        assert_eq!(backoff(u32::MAX, 1.0), Duration::from_secs(360));
+        let draws: Vec<f64> = (0..64).map(|_| jitter()).collect();
+        assert!(draws.iter().all(|j| (0.0..1.0).contains(j)));
+        assert!(draws.windows(2).any(|w| w[0] != w[1]), "jitter varies: {draws:?}");
+    }
 
     #[test]
     fn a_canarys_own_config_keys_win_over_its_policys_defaults() {

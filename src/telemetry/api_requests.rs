@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use http::header::{HeaderValue, USER_AGENT};
 use http::{Method, Request, Uri};
 use kube::client::{Body, ClientBuilder};
 
@@ -52,6 +53,18 @@ fn verb(method: &Method, named: bool, uri: &Uri) -> &'static str {
     }
 }
 
+/// What fledge's requests say they are, so an apiserver's audit log can attribute them.
+pub const AGENT: &str = concat!("fledge/", env!("CARGO_PKG_VERSION"));
+
+/// Names fledge as the request's agent unless the request already names one.
+fn identified<B>(mut request: Request<B>) -> Request<B> {
+    request
+        .headers_mut()
+        .entry(USER_AGENT)
+        .or_insert(HeaderValue::from_static(AGENT));
+    request
+}
+
 /// A client for `kubeconfig` (or the usual inference: KUBECONFIG, ~/.kube/config, in-cluster) whose every
 /// request is counted in `metrics`.
 pub async fn counted_client(kubeconfig: Option<&Path>, metrics: &Metrics) -> anyhow::Result<kube::Client> {
@@ -66,7 +79,7 @@ pub async fn counted_client(kubeconfig: Option<&Path>, metrics: &Metrics) -> any
     let count = tower::util::MapRequestLayer::new(move |request: Request<Body>| {
         let (verb, resource) = classify(request.method(), request.uri());
         metrics.api_request(verb, &resource);
-        request
+        identified(request)
     });
     Ok(ClientBuilder::try_from(config)?.with_layer(&count).build())
 }
@@ -77,6 +90,18 @@ mod tests {
 
     fn of(method: Method, uri: &str) -> (&'static str, String) {
         classify(&method, &uri.parse().expect("uri"))
+    }
+
+    #[test]
+    fn every_request_names_fledge_and_its_version_as_the_agent() {
+        let sent = identified(Request::get("/api/v1/pods").body(()).expect("request"));
+        assert_eq!(sent.headers()[USER_AGENT], AGENT);
+        assert!(AGENT.starts_with("fledge/0."), "{AGENT}");
+        let own = Request::get("/")
+            .header(USER_AGENT, "kubectl/v1.35")
+            .body(())
+            .expect("request");
+        assert_eq!(identified(own).headers()[USER_AGENT], "kubectl/v1.35");
     }
 
     #[test]

@@ -88,14 +88,26 @@ fn spawn_controller(
     metrics_server: Option<String>,
     policy_dir: std::path::PathBuf,
 ) -> tokio::task::JoinHandle<()> {
+    start_controller_tuned(client, ns, move |o| {
+        o.metrics_server = metrics_server;
+        o.policy_dir = Some(policy_dir);
+    })
+}
+
+/// Like [`start_controller`], with `tune` changing its options (deadlines, say).
+pub fn start_controller_tuned(
+    client: &Client,
+    ns: &str,
+    tune: impl FnOnce(&mut fledge::controller::Options),
+) -> tokio::task::JoinHandle<()> {
     let engine = fledge::policy::PolicyEngine::new(fledge::policy::Limits::default(), None).expect("engine");
-    let options = fledge::controller::Options {
+    let mut options = fledge::controller::Options {
         min_interval: Duration::from_secs(1),
         namespace: Some(ns.to_owned()),
-        metrics_server,
-        policy_dir: Some(policy_dir),
+        policy_dir: Some(policy_dir().into()),
         ..Default::default()
     };
+    tune(&mut options);
     let client = client.clone();
     tokio::spawn(async move {
         fledge::controller::run(client, engine, options).await;
