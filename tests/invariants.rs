@@ -436,3 +436,58 @@ async fn a_fifo_or_device_in_the_policy_dir_holds_only_its_canary_and_freezes_no
     controller.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_reconcile_held_past_its_deadline_fails_as_timeout_and_moves_no_traffic() {
+    // A Prometheus that takes connections and never answers: each analysis query would hang 20 s.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let address = format!("http://{}", silent.local_addr().expect("address"));
+    let ns = TestNamespace::create("deadline").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let metrics = fledge::telemetry::metrics::Metrics::new();
+    let controller = start_controller_tuned(&ns.client, &ns.name, |o| {
+        o.reconcile_deadline = Duration::from_secs(2);
+        o.query_timeout = Duration::from_secs(20);
+        o.metrics_server = Some(address);
+        o.metrics = metrics.clone();
+    });
+    create_canary(
+        &ns,
+        json!({"interval": "1s", "threshold": 2, "stepWeight": 20, "metrics": [
+            {"name": "request-success-rate", "interval": "1m", "thresholdRange": {"min": 99}}]}),
+    )
+    .await
+    .expect("canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    let timeouts = r#"fledge_reconcile_errors_total{category="timeout"}"#;
+    support::eventually("a reconcile failed by its deadline", LIMIT, || async {
+        let text = metrics.render();
+        text.lines()
+            .any(|l| l.starts_with(timeouts))
+            .then_some(())
+            .ok_or_else(|| {
+                text.lines()
+                    .filter(|l| l.contains("reconcile_errors"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+    })
+    .await;
+    // Cut short before it could judge, a reconcile moves nothing: the rollout holds where it was (the
+    // first step to 20 % needs no analysis).
+    let held = weights(&ns).await;
+    assert!(matches!(held, Some((100, 0) | (80, 20))), "{held:?}");
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let (p, c, primary, _, phase) = sample(&ns).await;
+        assert_eq!(Some((p, c)), held, "no traffic moves while every analysis hangs");
+        assert!(primary > 0, "the primary keeps serving");
+        assert_eq!(phase, Some(Phase::Progressing));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(silent);
+    controller.abort();
+}
