@@ -15,6 +15,8 @@ py=$(mktemp -d)/exponential.wasm
 export FLEDGE_PYTHON_POLICY=$py FLEDGE_REGISTRY_BIN=$cache/docker-registry-2.8.2/usr/bin/docker-registry
 # Build before the plane starts, so the plane is not kept waiting on the compiler.
 cargo bench --locked --bench rollout --bench policy_store --no-run
+# A plane of its own (free ports, private state), so a developer's plane at the default path never blocks this run.
+export FLEDGE_PLANE_DIR=${FLEDGE_PLANE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fledge-plane-run.XXXXXX")}
 kubeconfig=$("$root/tests/controlplane/up.sh" | tail -n 1)
 trap '"$root/tests/controlplane/down.sh"' EXIT
 export KUBECONFIG=$kubeconfig PATH="$bin:$PATH"

@@ -21,6 +21,8 @@ cargo test --locked -p fledge-policy-relative-errors -p fledge-policy-sequential
 # Compile the tests before the plane starts, so the plane is not kept waiting on the compiler.
 cargo test --all-targets --locked --no-run
 
+# A plane of its own (free ports, private state), so a developer's plane at the default path never blocks this run.
+export FLEDGE_PLANE_DIR=${FLEDGE_PLANE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fledge-plane-run.XXXXXX")}
 kubeconfig=$("$root/tests/controlplane/up.sh" | tail -n 1)
 trap '"$root/tests/controlplane/down.sh"' EXIT
 export KUBECONFIG=$kubeconfig PATH="$bin:$PATH"

@@ -194,6 +194,7 @@ impl Actor<'_> {
     fn copy_meta(&self, name: &str) -> ObjectMeta {
         ObjectMeta {
             name: Some(format!("{name}-primary")),
+            labels: Some(super::ownership_labels(&self.owner).into()),
             owner_references: Some(vec![self.owner.clone()]),
             ..Default::default()
         }

@@ -23,7 +23,16 @@ pub fn primary_hpa(
             name: Some(primary_name(
                 target_hpa.metadata.name.as_deref().unwrap_or(target),
             )),
-            labels: target_hpa.metadata.labels.clone(),
+            labels: Some(
+                target_hpa
+                    .metadata
+                    .labels
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(super::ownership_labels(&owner))
+                    .collect(),
+            ),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client, ResourceExt};
 
 use super::workload::{content_hash, reading_with, referenced_configs, revision, selector_label};
-use super::{ClusterError, primary_name};
+use super::{ClusterError, claimant, primary_name};
 use crate::api::ValidSpec;
 use crate::lifecycle::Observed;
 use crate::router::istio::{IstioRouter, canary_weight, mirrored, recorded_weight};
@@ -36,6 +36,33 @@ pub struct Snapshot {
     pub apex: Option<Service>,
     /// The VirtualService for the apex host as it was at the start of the tick (fledge's or the user's).
     pub virtual_service: Option<kube::api::DynamicObject>,
+    /// Objects this canary would manage that carry a Canary's claim label: (`kind/name`, label value).
+    pub claims: Vec<(String, String)>,
+}
+
+/// The claim labels of the primary and the VirtualService, as found.
+fn claims_of(
+    spec: &ValidSpec,
+    primary: Option<&Deployment>,
+    vs: Option<&kube::api::DynamicObject>,
+) -> Vec<(String, String)> {
+    let primary = primary
+        .and_then(|d| claimant(d.metadata.labels.as_ref()))
+        .map(|c| {
+            let what = format!(
+                "target {} (deployment/{})",
+                spec.target,
+                primary_name(&spec.target)
+            );
+            (what, c.to_owned())
+        });
+    let vs = vs.and_then(|v| claimant(v.metadata.labels.as_ref())).map(|c| {
+        (
+            format!("service {0} (virtualservice/{0})", spec.service),
+            c.to_owned(),
+        )
+    });
+    primary.into_iter().chain(vs).collect()
 }
 
 /// Reads the cluster for one canary.
@@ -81,6 +108,7 @@ pub async fn observe(
             now: unix_seconds(now),
         },
         tracked: configs.into_keys().collect(),
+        claims: claims_of(spec, primary.as_ref(), virtual_service.as_ref()),
         label: Some(label),
         target: Some(target),
         apex,
@@ -126,6 +154,7 @@ async fn without_target(
             now: unix_seconds(now),
             ..Observed::default()
         },
+        claims: claims_of(spec, primary.as_ref(), virtual_service.as_ref()),
         virtual_service,
         ..Snapshot::default()
     })

@@ -76,6 +76,9 @@ pub fn service(
         annotations.insert(ORIGINAL_SELECTOR.to_owned(), original);
     }
     labels.insert(label.0.clone(), name.clone());
+    if !owners.is_empty() {
+        labels.extend(super::ownership_labels(owner));
+    }
     Service {
         metadata: ObjectMeta {
             name: Some(name),

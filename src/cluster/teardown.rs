@@ -121,6 +121,10 @@ async fn restore_routing(
 ) -> Result<(), ClusterError> {
     let router = IstioRouter::new(client.clone(), namespace);
     if let Some(mut vs) = router.virtual_service(&spec.service).await? {
+        if let Some(labels) = vs.metadata.labels.as_mut() {
+            labels.remove(super::MANAGED_BY);
+            labels.remove(super::CANARY_LABEL);
+        }
         let original = vs.metadata.annotations.as_mut().and_then(|a| {
             a.remove(CANARY_WEIGHT);
             a.remove(ORIGINAL_CONFIGURATION)

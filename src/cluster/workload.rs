@@ -241,6 +241,7 @@ pub fn primary_deployment(
     let name = primary_name(target.metadata.name.as_deref().unwrap_or_default());
     let mut labels = target.metadata.labels.clone().unwrap_or_default();
     labels.insert(label.0.clone(), format!("{}-primary", label.1));
+    labels.extend(super::ownership_labels(&owner));
     Ok(Deployment {
         metadata: ObjectMeta {
             name: Some(name),

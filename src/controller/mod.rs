@@ -4,6 +4,7 @@
 mod events;
 mod judge;
 pub mod leader;
+mod ownership;
 pub mod policies;
 mod reconcile;
 mod status;

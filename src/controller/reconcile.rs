@@ -13,6 +13,7 @@ use thiserror::Error;
 use super::Options;
 use super::events::EventRecorder;
 use super::judge::{JudgeIo, PolicyJudge};
+use super::ownership::{self, Conflict};
 use super::policies::{Loaded, NotReady, PolicyStore};
 use super::status::{condition, set_condition, state_of, with_state};
 use crate::analysis::{PolicyMetrics, Providers};
@@ -316,6 +317,9 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     }
 
     let mut snapshot = observe(&ctx.client, &namespace, &spec, &ctx.options.selector_labels).await?;
+    if let Some(conflict) = ownership::conflict(&canary, &snapshot.claims, &ctx.canaries.state()) {
+        return stand_back(&ctx, &canary, &conflict).await;
+    }
     snapshot.observed.policy_blocked = blocked.as_ref().map(|why| PolicyBlocked {
         why: format!("{}: {}: {}", spec.policy, why.reason, why.message),
         for_secs: false_for_secs(status, "PolicyReady", None),
@@ -442,6 +446,12 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     };
     set_condition(&mut next, ready);
     set_condition(&mut next, policy_ready);
+    if previous_condition(status, "Conflict").is_some() {
+        set_condition(
+            &mut next,
+            condition("Conflict", "False", "Resolved", "", generation),
+        );
+    }
     record_metrics(&ctx, &id, &spec, status, &mut next);
     write_status(&ctx, &canary, status, next).await?;
     Ok(decided
@@ -466,6 +476,26 @@ async fn refuse_spec(ctx: &Context, canary: &Canary, why: String) -> Result<Requ
     }
     write_status(ctx, canary, status, s).await?;
     Ok(Requeue::await_change())
+}
+
+/// How often a Canary standing back looks again whether the holder is gone.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+
+/// Another Canary manages this one's target or service: say who, and touch nothing.
+async fn stand_back(ctx: &Context, canary: &Canary, conflict: &Conflict) -> Result<Requeue, ReconcileError> {
+    let status = canary.status.as_ref();
+    let generation = canary.meta().generation;
+    let why = conflict.to_string();
+    let told = previous_condition(status, "Conflict").is_some_and(|c| c.status == "True" && c.message == why);
+    let mut s = status.cloned().unwrap_or_default();
+    set_condition(&mut s, condition("Conflict", "True", "Held", &why, generation));
+    set_condition(&mut s, condition("Ready", "False", "Conflict", &why, generation));
+    s.observed_generation = generation;
+    if !told {
+        publish(ctx, canary, EventKind::Warning, "Conflict", why).await;
+    }
+    write_status(ctx, canary, status, s).await?;
+    Ok(Requeue::requeue(CONFLICT_RECHECK))
 }
 
 /// The Canary's condition of `type_`, as last written.
@@ -582,8 +612,10 @@ async fn finish_deletion(
     if !canary.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Requeue::await_change());
     }
-    // An invalid spec never created anything to restore.
-    if let Ok(spec) = validate_with(&canary.spec, ctx.options.min_interval) {
+    // An invalid spec, or a Canary standing back for another, never created anything to restore.
+    if let Ok(spec) = validate_with(&canary.spec, ctx.options.min_interval)
+        && !ownership::stands_back(canary)
+    {
         let owner = owner_reference(canary);
         match teardown(
             &ctx.client,

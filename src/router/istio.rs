@@ -7,7 +7,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::api::{CanaryService, ValidSpec};
-use crate::cluster::{ClusterError, FIELD_MANAGER};
+use crate::cluster::{ClusterError, FIELD_MANAGER, ownership_labels};
 use crate::lifecycle::Split;
 
 /// Annotation keeping the spec a VirtualService had before fledge took it over (JSON).
@@ -67,7 +67,9 @@ pub fn virtual_service(
         http["mirror"] = json!({"host": format!("{apex}-canary")});
         http["mirrorPercentage"] = json!({"value": percent});
     }
-    let mut metadata = json!({"name": apex, "annotations": {CANARY_WEIGHT: split.canary.to_string()}});
+    // Labelled even when it is the user's: the label says which Canary routes this host now.
+    let mut metadata = json!({"name": apex, "labels": labels(owner),
+        "annotations": {CANARY_WEIGHT: split.canary.to_string()}});
     match existing.filter(|vs| !owned_by(vs, owner)) {
         // Somebody else's VirtualService: remember it once, never own it.
         Some(vs) => {
@@ -113,6 +115,14 @@ pub fn virtual_service(
     })
 }
 
+fn labels(owner: &OwnerReference) -> Value {
+    let labels: serde_json::Map<String, Value> = ownership_labels(owner)
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    Value::Object(labels)
+}
+
 fn owned_by(obj: &DynamicObject, owner: &OwnerReference) -> bool {
     obj.metadata
         .owner_references
@@ -130,7 +140,7 @@ pub fn destination_rule(host: &str, svc: &CanaryService, owner: &OwnerReference)
     json!({
         "apiVersion": format!("{GROUP}/{VERSION}"),
         "kind": "DestinationRule",
-        "metadata": {"name": host, "ownerReferences": [owner]},
+        "metadata": {"name": host, "labels": labels(owner), "ownerReferences": [owner]},
         "spec": spec,
     })
 }

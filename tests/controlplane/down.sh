@@ -10,8 +10,6 @@ if [ ! -f "$pidfile" ]; then
   log "no plane state at $CP_STATE; nothing to stop"
   exit 0
 fi
-# alive PID NAME: the pid still runs the binary we started (pids can be reused).
-alive() { [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" | head -n 1 | grep -q "/$2\$"; }
 mapfile -t entries < <(tac "$pidfile")
 for entry in "${entries[@]}"; do
   read -r pid name <<<"$entry"

@@ -13,3 +13,12 @@ CP_KUBECONFIG=$CP_STATE/kubeconfig
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 die() { printf '[controlplane] error: %s\n' "$*" >&2; exit 1; }
+# alive PID NAME: the pid still runs the binary we started (pids can be reused).
+alive() { [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" | head -n 1 | grep -q "/$2\$"; }
+# plane_running: some process recorded in $CP_STATE/pids still runs (a plane left by a reboot or kill is stale).
+plane_running() {
+  [ -s "$CP_STATE/pids" ] || return 1
+  local pid name
+  while read -r pid name; do alive "$pid" "$name" && return 0; done <"$CP_STATE/pids"
+  return 1
+}

@@ -9,9 +9,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 started=$SECONDS
 bin=$("$here/build.sh" | tail -n 1)
-if [ -s "$CP_STATE/pids" ]; then
-  die "a plane seems to be running already (state in $CP_STATE); run down.sh first"
+if plane_running; then
+  die "a plane is running already (state in $CP_STATE); run down.sh first, or set FLEDGE_PLANE_DIR for a second one"
 fi
+[ -s "$CP_STATE/pids" ] && log "clearing stale state of a plane whose processes are gone ($CP_STATE)"
 rm -rf "$CP_STATE"
 mkdir -p "$CP_STATE"/{pki,etcd,logs}
 : >"$CP_STATE/pids"
