@@ -6,6 +6,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -72,9 +73,22 @@ pub async fn teardown(
         None => 0,
     };
     // Both: the Deployment status alone can still count pods of a scale-down that are going away.
-    if !current.ready || serving < usize::try_from(wanted).unwrap_or(usize::MAX) {
+    let wanted = usize::try_from(wanted).unwrap_or(usize::MAX);
+    if !current.ready || serving < wanted {
         return Ok(Teardown::Waiting(format!(
             "waiting for {} to be ready ({serving}/{wanted} pods serving)",
+            spec.target
+        )));
+    }
+
+    // The endpoint controller must see it serve too, or the apex would switch to an empty endpoint set for a
+    // moment: the `-canary` Service selects the target's pods, so its ready endpoints are what the apex gets.
+    let canary_service = format!("{}-canary", spec.service);
+    if let Some(seen) = ready_endpoints(client, namespace, &canary_service).await?
+        && seen < wanted
+    {
+        return Ok(Teardown::Waiting(format!(
+            "waiting for Service {canary_service} to list {}'s pods as ready ({seen}/{wanted})",
             spec.target
         )));
     }
@@ -109,6 +123,27 @@ pub async fn teardown(
 
     restore_routing(client, namespace, spec, owner).await?;
     Ok(Teardown::Done)
+}
+
+/// Ready endpoints of a Service over its EndpointSlices; `None` when it has none (gone already).
+async fn ready_endpoints(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<Option<usize>, ClusterError> {
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await?;
+    if slices.items.is_empty() {
+        return Ok(None);
+    }
+    let ready = slices
+        .items
+        .iter()
+        .flat_map(|slice| slice.endpoints.iter())
+        .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+        .count();
+    Ok(Some(ready))
 }
 
 /// Routing: a VirtualService the user had gets its spec back; the one fledge made goes now, so the mesh
