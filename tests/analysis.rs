@@ -287,8 +287,16 @@ async fn a_rollback_webhook_answering_200_aborts_and_a_failing_pre_rollout_hook_
     )
     .await;
     rig.event("pre-rollout check smoke failed").await;
-    let s = rig.status().await;
-    assert!(s.failed_checks >= 1, "{s:?}");
+    // The event goes out as the tick acts; its status is written right after.
+    support::eventually("the failed pre-rollout check counted", LIMIT, || async {
+        let s = rig.status().await;
+        if s.failed_checks >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
     assert_eq!(
         weights(&rig.ns).await,
         Some((100, 0)),

@@ -9,13 +9,14 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
 use super::hpa::primary_hpa;
+use super::index::Index;
 use super::observe::Snapshot;
 use super::services::{Role, discovered_ports, service};
 use super::workload::primary_deployment;
 use super::{ClusterError, FIELD_MANAGER, primary_name};
 use crate::api::{CanaryService, ValidSpec};
-use crate::lifecycle::Action;
-use crate::router::istio::IstioRouter;
+use crate::lifecycle::{Action, Split};
+use crate::router::istio::{IstioRouter, destination_rule, virtual_service};
 
 /// Everything needed to act for one canary in one tick.
 pub struct Actor<'a> {
@@ -24,6 +25,8 @@ pub struct Actor<'a> {
     pub spec: &'a ValidSpec,
     pub service: &'a CanaryService,
     pub snapshot: &'a Snapshot,
+    /// The watches' cache: what is already as desired is not written again.
+    pub index: &'a Index,
     pub owner: OwnerReference,
     /// `spec.autoscalerRef.name`: the target's HPA, copied for the primary.
     pub autoscaler: Option<&'a str>,
@@ -62,18 +65,7 @@ impl Actor<'_> {
                 self.write_primary(replicas).await?;
             }
             Action::EnsureServices => self.write_services().await?,
-            Action::Route(split) => {
-                IstioRouter::new(self.client.clone(), self.namespace)
-                    .route(
-                        self.spec,
-                        self.service,
-                        self.analysis_match,
-                        *split,
-                        &self.owner,
-                        self.snapshot.virtual_service.as_ref(),
-                    )
-                    .await?;
-            }
+            Action::Route(split) => self.route(*split).await?,
             Action::ScaleTarget { replicas } => {
                 // A target that is gone has nothing to scale.
                 let current = self.snapshot.observed.target.map(|t| t.replicas);
@@ -219,10 +211,72 @@ impl Actor<'_> {
             };
             let svc = service(role, self.spec, self.service, label, &self.owner, apex, &extra);
             let name = svc.metadata.name.clone().unwrap_or_default();
-            services
-                .patch(&name, &Self::apply_params(), &Patch::Apply(&svc))
+            let live = self.index.service(self.namespace, &name);
+            self.apply_changed(&services, "service", &name, &svc, live)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Applies both DestinationRules, then the VirtualService with `split` (a user's one is remembered in it,
+    /// never owned).
+    async fn route(&self, split: Split) -> Result<(), ClusterError> {
+        let router = IstioRouter::new(self.client.clone(), self.namespace);
+        for host in [
+            format!("{}-primary", self.spec.service),
+            format!("{}-canary", self.spec.service),
+        ] {
+            let rule = destination_rule(&host, self.service, &self.owner);
+            let live = self.index.destination_rule(self.namespace, &host);
+            self.apply_changed(router.destination_rules(), "destinationrule", &host, &rule, live)
+                .await?;
+        }
+        let vs = virtual_service(
+            self.spec,
+            self.service,
+            self.analysis_match,
+            split,
+            &self.owner,
+            self.snapshot.virtual_service.as_ref(),
+        );
+        let live = self.index.virtual_service(self.namespace, &self.spec.service);
+        self.apply_changed(
+            router.virtual_services(),
+            "virtualservice",
+            &self.spec.service,
+            &vs,
+            live,
+        )
+        .await
+    }
+
+    /// Server-side applies `body` as `name`, unless the cached `live` object already holds all of it and
+    /// fledge's last apply there was this same body: an unchanged tick writes nothing.
+    async fn apply_changed<K, B>(
+        &self,
+        api: &Api<K>,
+        kind: &str,
+        name: &str,
+        body: &B,
+        live: Option<impl serde::Serialize>,
+    ) -> Result<(), ClusterError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        B: serde::Serialize,
+    {
+        let encode = |source| ClusterError::Encode {
+            what: "an object to apply",
+            source,
+        };
+        let desired = serde_json::to_value(body).map_err(encode)?;
+        let live = live.map(serde_json::to_value).transpose().map_err(encode)?;
+        let key = format!("{kind}/{}/{name}", self.namespace);
+        if !self.index.needs_apply(&key, &desired, live.as_ref()) {
+            return Ok(());
+        }
+        api.patch(name, &Self::apply_params(), &Patch::Apply(&desired))
+            .await?;
+        self.index.applied(&key, &desired);
         Ok(())
     }
 

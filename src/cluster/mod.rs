@@ -4,6 +4,7 @@
 
 pub mod act;
 pub mod hpa;
+pub mod index;
 pub mod observe;
 pub mod services;
 pub mod teardown;

@@ -4,15 +4,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
-use super::workload::{content_hash, reading_with, referenced_configs, revision, selector_label};
+use super::index::{ConfigOrSecret, Index};
+use super::workload::{reading_with, referenced_configs, revision, selector_label};
 use super::{ClusterError, claimant, primary_name};
 use crate::api::ValidSpec;
 use crate::lifecycle::Observed;
-use crate::router::istio::{IstioRouter, canary_weight, mirrored, recorded_weight};
+use crate::router::istio::{canary_weight, mirrored, recorded_weight};
 
 /// Annotations that opt a ConfigMap or Secret out of tracking (fledge's and Flagger's).
 const TRACKING_OPT_OUT: &[&str] = &["fledge.dev/config-tracking", "flagger.app/config-tracking"];
@@ -65,16 +66,16 @@ fn claims_of(
     primary.into_iter().chain(vs).collect()
 }
 
-/// Reads the cluster for one canary.
+/// Reads the cluster for one canary, from the index; only a config whose resourceVersion changed is fetched.
 pub async fn observe(
     client: &Client,
+    index: &Index,
     namespace: &str,
     spec: &ValidSpec,
     selector_labels: &[String],
 ) -> Result<Snapshot, ClusterError> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let Some(target) = deployments.get_opt(&spec.target).await? else {
-        return without_target(client, namespace, spec).await;
+    let Some(target) = index.deployment(namespace, &spec.target) else {
+        return Ok(without_target(index, namespace, spec));
     };
     let label = selector_label(&target, selector_labels)?;
     let refs = target
@@ -82,14 +83,11 @@ pub async fn observe(
         .as_ref()
         .map(|s| referenced_configs(&s.template))
         .unwrap_or_default();
-    let configs = config_hashes(client, namespace, &refs).await?;
-    let primary = deployments.get_opt(&primary_name(&spec.target)).await?;
-    let router = IstioRouter::new(client.clone(), namespace);
-    let virtual_service = router.virtual_service(&spec.service).await?;
+    let configs = config_hashes(client, index, namespace, &refs).await?;
+    let primary = index.deployment(namespace, &primary_name(&spec.target));
+    let virtual_service = index.virtual_service(namespace, &spec.service);
     let (routed, drifted) = routed_weights(virtual_service.as_ref(), &spec.service);
-    let apex = Api::<Service>::namespaced(client.clone(), namespace)
-        .get_opt(&spec.service)
-        .await?;
+    let apex = index.service(namespace, &spec.service);
     let now = Timestamp::now();
     Ok(Snapshot {
         observed: Observed {
@@ -130,20 +128,12 @@ fn routed_weights(vs: Option<&kube::api::DynamicObject>, apex: &str) -> (Option<
 
 /// The target is gone: what still routes and serves (the primary, the VirtualService), so the tick can send
 /// every request to the primary.
-async fn without_target(
-    client: &Client,
-    namespace: &str,
-    spec: &ValidSpec,
-) -> Result<Snapshot, ClusterError> {
-    let primary = Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get_opt(&primary_name(&spec.target))
-        .await?;
-    let virtual_service = IstioRouter::new(client.clone(), namespace)
-        .virtual_service(&spec.service)
-        .await?;
+fn without_target(index: &Index, namespace: &str, spec: &ValidSpec) -> Snapshot {
+    let primary = index.deployment(namespace, &primary_name(&spec.target));
+    let virtual_service = index.virtual_service(namespace, &spec.service);
     let now = Timestamp::now();
     let (routed, drifted) = routed_weights(virtual_service.as_ref(), &spec.service);
-    Ok(Snapshot {
+    Snapshot {
         observed: Observed {
             primary: primary
                 .as_ref()
@@ -157,35 +147,29 @@ async fn without_target(
         claims: claims_of(spec, primary.as_ref(), virtual_service.as_ref()),
         virtual_service,
         ..Snapshot::default()
-    })
+    }
 }
 
 /// Content hashes of the referenced configs that exist and are tracked.
 async fn config_hashes(
     client: &Client,
+    index: &Index,
     namespace: &str,
     refs: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, String>, ClusterError> {
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut hashes = BTreeMap::new();
     for r in refs {
-        let hash = match r.split_once('/') {
-            Some(("configmap", name)) => match config_maps.get_opt(name).await? {
-                Some(cm) if tracked(&cm) => Some(content_hash(&(&cm.data, &cm.binary_data))?),
-                _ => None,
-            },
-            Some(("secret", name)) => match secrets.get_opt(name).await? {
-                Some(s)
-                    if tracked(&s)
-                        && TRACKED_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("Opaque")) =>
-                {
-                    Some(content_hash(&s.data)?)
-                }
-                _ => None,
-            },
-            _ => None,
+        let Some((kind, name)) = r.split_once('/') else {
+            continue;
         };
+        let hash = index
+            .config_hash(client, namespace, kind, name, |object| match object {
+                ConfigOrSecret::ConfigMap(cm) => tracked(cm),
+                ConfigOrSecret::Secret(s) => {
+                    tracked(s) && TRACKED_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("Opaque"))
+                }
+            })
+            .await?;
         if let Some(hash) = hash {
             hashes.insert(r.clone(), hash);
         }

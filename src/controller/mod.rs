@@ -8,23 +8,21 @@ mod ownership;
 pub mod policies;
 mod reconcile;
 mod status;
+mod watches;
+mod written;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
 pub use reconcile::{Context, ReconcileError};
 
 use crate::api::Canary;
 use crate::api::{ClusterPolicy, PolicyResource};
-use crate::cluster::primary_name;
 use crate::policy::PolicyEngine;
 use crate::registry::PullLimits;
 
@@ -147,12 +145,15 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         Ok(store) => Arc::new(store),
         Err(e) => return Ended::SetupFailed(e.to_string()),
     };
+    let controller = Controller::for_stream(canaries, reader.clone());
+    let (controller, index) = watches::wire(controller, &client, options.namespace.as_deref(), &reader).await;
     let ctx = match Context::new(
         client.clone(),
         policies.clone(),
         options.clone(),
         reporter(),
         reader.clone(),
+        index,
     ) {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => return Ended::SetupFailed(e.to_string()),
@@ -167,10 +168,6 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         wake,
         metrics: options.metrics.clone(),
     });
-    let (for_deployments, for_configs, for_secrets) = (reader.clone(), reader.clone(), reader.clone());
-    let deployments: Api<Deployment> = namespaced_or_all(&client, options.namespace.as_deref());
-    let config_maps: Api<ConfigMap> = namespaced_or_all(&client, options.namespace.as_deref());
-    let secrets: Api<Secret> = namespaced_or_all(&client, options.namespace.as_deref());
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Stop on a signal, or when the Lease is lost (the watcher runs as its own task; the controller only
     // needs to hear that it is time).
@@ -202,18 +199,9 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         )),
         tokio::spawn(policies::run::<ClusterPolicy>(policy_ctx, None, stop.clone())),
     ];
-    Controller::for_stream(canaries, reader)
+    controller
         .reconcile_on(woken)
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
-        .watches(deployments, watcher::Config::default(), move |d| {
-            canaries_for_deployment(&for_deployments, &d)
-        })
-        .watches(config_maps, watcher::Config::default(), move |c| {
-            canaries_tracking(&for_configs, "configmap", &c)
-        })
-        .watches(secrets, watcher::Config::default(), move |s| {
-            canaries_tracking(&for_secrets, "secret", &s)
-        })
         .graceful_shutdown_on(stop)
         .run(reconcile::bounded, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -277,51 +265,11 @@ fn absent(served: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
-fn namespaced_or_all<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as kube::Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// This controller instance, for events: the pod name in a cluster, else the host.
 fn reporter() -> String {
     std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "fledge".into())
-}
-
-/// Canaries whose target or primary is this Deployment: `kubectl set image` wakes its canary at once.
-fn canaries_for_deployment(store: &Store<Canary>, d: &Deployment) -> Vec<ObjectRef<Canary>> {
-    let (ns, name) = (d.namespace(), d.name_any());
-    store
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| c.spec.target_ref.name == name || primary_name(&c.spec.target_ref.name) == name)
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
-}
-
-/// Canaries tracking this ConfigMap or Secret.
-fn canaries_tracking<K: ResourceExt>(store: &Store<Canary>, kind: &str, obj: &K) -> Vec<ObjectRef<Canary>> {
-    let key = format!("{kind}/{}", obj.name_any());
-    let ns = obj.namespace();
-    store
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| s.tracked_configs.contains_key(&key))
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -16,9 +16,11 @@ use super::judge::{JudgeIo, PolicyJudge};
 use super::ownership::{self, Conflict};
 use super::policies::{Loaded, NotReady, PolicyStore};
 use super::status::{condition, set_condition, state_of, with_state};
+use super::written::Written;
 use crate::analysis::{PolicyMetrics, Providers};
 use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, WebhookType, validate_with};
 use crate::cluster::act::Actor;
+use crate::cluster::index::Index;
 use crate::cluster::observe::{Snapshot, observe};
 use crate::cluster::teardown::{Teardown, abandon, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER, primary_name};
@@ -38,6 +40,10 @@ pub struct Context {
     /// Policies, ClusterPolicies and `--policy-dir` files, resolved; the built-in default loaded once.
     policies: Arc<PolicyStore>,
     failures: Failures,
+    /// The cluster as the watches last saw it.
+    index: Index,
+    /// Canary writes the cache may not show yet.
+    written: Written,
 }
 
 /// Why the controller could not start.
@@ -64,6 +70,7 @@ impl Context {
         options: Options,
         instance: String,
         canaries: kube::runtime::reflector::Store<Canary>,
+        index: Index,
     ) -> Result<Self, SetupError> {
         Ok(Self {
             recorder: EventRecorder::new(client.clone(), instance),
@@ -78,6 +85,8 @@ impl Context {
             client,
             options,
             failures: Failures::default(),
+            index,
+            written: Written::default(),
         })
     }
 
@@ -128,6 +137,7 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Cluster(e) => e.category(),
+            Self::Api(kube::Error::Api(e)) if e.code == 409 => "conflict",
             Self::Api(_) => "api",
             Self::NoNamespace => "no_namespace",
             Self::Join(_) => "policy_task",
@@ -141,10 +151,16 @@ impl ReconcileError {
 pub fn error_policy(canary: Arc<Canary>, err: &ReconcileError, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(canary = %canary.name_any(), category = err.category(), "reconcile failed: {err}");
     ctx.options.metrics.reconcile_error(err.category());
+    if err.category() == "conflict" {
+        // The Canary changed under a write guarded by its version: decide again from the newer one, soon.
+        return Requeue::requeue(CONFLICT_RETRY.mul_f64(0.8 + 0.4 * jitter()));
+    }
     let failures = ctx.failures.record(&canary);
     Requeue::requeue(backoff(failures, jitter()))
 }
 
+/// The wait after a write lost to a newer version of the Canary.
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 /// The first retry's wait, doubled per failure in a row up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -216,13 +232,9 @@ pub async fn bounded(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, 
 #[tracing::instrument(skip_all, fields(canary = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
 pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
     let namespace = cached.namespace().ok_or(ReconcileError::NoNamespace)?;
-    // The cache may lag our own last status write; a stale status would repeat a step. Read it fresh.
-    let Some(canary) = Api::<Canary>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&cached.name_any())
-        .await?
-    else {
-        return Ok(Requeue::await_change());
-    };
+    ctx.index.ready().await;
+    // The cache may lag our own last status write; a stale status would repeat a step.
+    let mut canary = ctx.written.freshest(cached).as_ref().clone();
     let id = CanaryId {
         name: canary.name_any(),
         namespace: namespace.clone(),
@@ -234,7 +246,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     if !canary.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = canary.finalizers().to_vec();
         finalizers.push(FINALIZER.to_owned());
-        set_finalizers(&api, &canary, finalizers).await?;
+        canary = set_finalizers(&ctx, &api, &canary, finalizers).await?;
     }
     let status = canary.status.as_ref();
     let generation = canary.meta().generation;
@@ -316,7 +328,14 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         }
     }
 
-    let mut snapshot = observe(&ctx.client, &namespace, &spec, &ctx.options.selector_labels).await?;
+    let mut snapshot = observe(
+        &ctx.client,
+        &ctx.index,
+        &namespace,
+        &spec,
+        &ctx.options.selector_labels,
+    )
+    .await?;
     if let Some(conflict) = ownership::conflict(&canary, &snapshot.claims, &ctx.canaries.state()) {
         return stand_back(&ctx, &canary, &conflict).await;
     }
@@ -376,6 +395,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         spec: &spec,
         service: &canary.spec.service,
         snapshot: &snapshot,
+        index: &ctx.index,
         owner: owner_reference(&canary),
         autoscaler: canary.spec.autoscaler_ref.as_ref().map(|a| a.name.as_str()),
         analysis_match: canary.spec.analysis.as_ref().and_then(|a| a.match_.as_ref()),
@@ -663,7 +683,8 @@ async fn finish_deletion(
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    set_finalizers(api, canary, remaining).await?;
+    set_finalizers(ctx, api, canary, remaining).await?;
+    ctx.written.forget(canary);
     ctx.options
         .metrics
         .forget(&canary.name_any(), namespace, &canary.spec.target_ref.name);
@@ -697,16 +718,19 @@ fn primary_copies(canary: &Canary) -> Vec<String> {
 
 /// Replaces the finalizer list, guarded by the resourceVersion we read.
 async fn set_finalizers(
+    ctx: &Context,
     api: &Api<Canary>,
     canary: &Canary,
     finalizers: Vec<String>,
-) -> Result<(), ReconcileError> {
+) -> Result<Canary, ReconcileError> {
     let patch = serde_json::json!({
         "metadata": {"finalizers": finalizers, "resourceVersion": canary.resource_version()},
     });
-    api.patch(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let updated = api
+        .patch(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    Ok(())
+    ctx.written.record(canary, updated.clone());
+    Ok(updated)
 }
 
 /// While a rollout is in flight, analysis runs once per interval however many events arrive; a new revision
@@ -764,17 +788,22 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    // Guarded by the version this status was decided on: a write over a newer one (another replica's, or a
+    // Canary changed meanwhile) fails instead of undoing it, and the next reconcile decides again.
     let patch = serde_json::json!({
         "apiVersion": Canary::api_version(&()),
         "kind": Canary::kind(&()),
+        "metadata": {"resourceVersion": canary.resource_version()},
         "status": new,
     });
-    api.patch_status(
-        &canary.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let updated = api
+        .patch_status(
+            &canary.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.written.record(canary, updated);
     Ok(())
 }
 

@@ -2,12 +2,12 @@
 //! server-side apply of all three.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::api::{CanaryService, ValidSpec};
-use crate::cluster::{ClusterError, FIELD_MANAGER, ownership_labels};
+use crate::cluster::{ClusterError, ownership_labels};
 use crate::lifecycle::Split;
 
 /// Annotation keeping the spec a VirtualService had before fledge took it over (JSON).
@@ -16,10 +16,11 @@ pub const ORIGINAL_CONFIGURATION: &str = "fledge.dev/original-configuration";
 /// Weights that differ from it were edited by hand and are put back.
 pub const CANARY_WEIGHT: &str = "fledge.dev/canary-weight";
 
-const GROUP: &str = "networking.istio.io";
+pub const GROUP: &str = "networking.istio.io";
 const VERSION: &str = "v1";
 
-fn resource(kind: &str) -> ApiResource {
+/// The networking.istio.io API resource of `kind`.
+pub fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, kind))
 }
 
@@ -201,32 +202,9 @@ impl IstioRouter {
         Ok(self.virtual_services.get_opt(name).await?)
     }
 
-    /// Applies both DestinationRules and the VirtualService with `split`; `existing` is the
-    /// VirtualService as observed this tick (a user's one is remembered, never owned).
-    pub async fn route(
-        &self,
-        spec: &ValidSpec,
-        svc: &CanaryService,
-        analysis_match: Option<&Vec<Value>>,
-        split: Split,
-        owner: &OwnerReference,
-        existing: Option<&DynamicObject>,
-    ) -> Result<(), ClusterError> {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        for host in [
-            format!("{}-primary", spec.service),
-            format!("{}-canary", spec.service),
-        ] {
-            let dr = destination_rule(&host, svc, owner);
-            self.destination_rules
-                .patch(&host, &params, &Patch::Apply(&dr))
-                .await?;
-        }
-        let vs = virtual_service(spec, svc, analysis_match, split, owner, existing);
-        self.virtual_services
-            .patch(&spec.service, &params, &Patch::Apply(&vs))
-            .await?;
-        Ok(())
+    /// The DestinationRules API of this namespace.
+    pub fn destination_rules(&self) -> &Api<DynamicObject> {
+        &self.destination_rules
     }
 }
 

@@ -1,0 +1,268 @@
+//! What the controller knows of the cluster without asking: reflector stores of every kind a tick reads,
+//! filled by the same watches that wake Canaries, so a reconcile reads memory, not the API. ConfigMaps and
+//! Secrets are watched as metadata only; their content is fetched once per resourceVersion to hash it.
+//! Writes are remembered by what they applied, so an object already as desired is not written again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+
+use super::ClusterError;
+use super::workload::content_hash;
+
+/// The reflector stores a reconcile reads. Stores of the Istio kinds are `None` when the cluster does not
+/// serve them.
+#[derive(Clone)]
+pub struct Index {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub virtual_services: Option<(Store<DynamicObject>, ApiResource)>,
+    pub destination_rules: Option<(Store<DynamicObject>, ApiResource)>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    memo: std::sync::Arc<Memo>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").finish_non_exhaustive()
+    }
+}
+
+/// Remembered answers: config hashes per resourceVersion, and what fledge last applied per object.
+#[derive(Debug, Default)]
+struct Memo {
+    /// `kind/ns/name` → (resourceVersion, hash when tracked).
+    hashes: Mutex<HashMap<String, (String, Option<String>)>>,
+    /// `kind/ns/name` → hash of the object fledge last applied there successfully.
+    applied: Mutex<HashMap<String, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Index {
+    pub fn new(
+        deployments: Store<Deployment>,
+        services: Store<Service>,
+        virtual_services: Option<(Store<DynamicObject>, ApiResource)>,
+        destination_rules: Option<(Store<DynamicObject>, ApiResource)>,
+        config_maps: Store<PartialObjectMeta<ConfigMap>>,
+        secrets: Store<PartialObjectMeta<Secret>>,
+    ) -> Self {
+        Self {
+            deployments,
+            services,
+            virtual_services,
+            destination_rules,
+            config_maps,
+            secrets,
+            memo: std::sync::Arc::default(),
+        }
+    }
+
+    /// Waits until every store has listed once, so a first reconcile never mistakes "not listed yet" for
+    /// "absent" and creates what exists.
+    pub async fn ready(&self) {
+        let _ = self.deployments.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.config_maps.wait_until_ready().await;
+        let _ = self.secrets.wait_until_ready().await;
+        for (store, _) in [&self.virtual_services, &self.destination_rules]
+            .into_iter()
+            .flatten()
+        {
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
+        self.deployments
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|d| d.as_ref().clone())
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Service> {
+        self.services
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|s| s.as_ref().clone())
+    }
+
+    pub fn virtual_service(&self, namespace: &str, name: &str) -> Option<DynamicObject> {
+        dynamic(self.virtual_services.as_ref(), namespace, name)
+    }
+
+    pub fn destination_rule(&self, namespace: &str, name: &str) -> Option<DynamicObject> {
+        dynamic(self.destination_rules.as_ref(), namespace, name)
+    }
+
+    /// The content hash of a ConfigMap (`kind` "configmap") or Secret ("secret"), `None` when it is absent or
+    /// not tracked (`tracked` decides on the full object). Fetched only when its resourceVersion changed.
+    pub async fn config_hash(
+        &self,
+        client: &Client,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        tracked: impl Fn(&ConfigOrSecret) -> bool,
+    ) -> Result<Option<String>, ClusterError> {
+        let version = match kind {
+            "configmap" => self
+                .config_maps
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|m| m.resource_version()),
+            "secret" => self
+                .secrets
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|m| m.resource_version()),
+            _ => return Ok(None),
+        };
+        let Some(version) = version else {
+            return Ok(None);
+        };
+        let key = format!("{kind}/{namespace}/{name}");
+        if let Some((seen, hash)) = lock(&self.memo.hashes).get(&key)
+            && *seen == version
+        {
+            return Ok(hash.clone());
+        }
+        let object = match kind {
+            "configmap" => Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await?
+                .map(ConfigOrSecret::ConfigMap),
+            _ => Api::<Secret>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await?
+                .map(ConfigOrSecret::Secret),
+        };
+        let Some(object) = object else {
+            return Ok(None);
+        };
+        let hash = if tracked(&object) {
+            Some(match &object {
+                ConfigOrSecret::ConfigMap(cm) => content_hash(&(&cm.data, &cm.binary_data))?,
+                ConfigOrSecret::Secret(s) => content_hash(&s.data)?,
+            })
+        } else {
+            None
+        };
+        let fetched = object.resource_version().unwrap_or(version);
+        lock(&self.memo.hashes).insert(key, (fetched, hash.clone()));
+        Ok(hash)
+    }
+
+    /// Whether `desired` (a server-side apply body) needs writing over `live`, the cached object: it does
+    /// unless fledge's last successful apply there was this very body and every field in it still holds.
+    pub fn needs_apply(
+        &self,
+        key: &str,
+        desired: &serde_json::Value,
+        live: Option<&serde_json::Value>,
+    ) -> bool {
+        let Some(live) = live else { return true };
+        let same_body = lock(&self.memo.applied).get(key).map(String::as_str) == Some(&body_hash(desired));
+        !(same_body && contains(live, desired))
+    }
+
+    /// Remembers that `desired` was applied at `key`.
+    pub fn applied(&self, key: &str, desired: &serde_json::Value) {
+        lock(&self.memo.applied).insert(key.to_owned(), body_hash(desired));
+    }
+
+    /// Forgets what was applied at `key` (the object was deleted or handed back).
+    pub fn forget(&self, key: &str) {
+        lock(&self.memo.applied).remove(key);
+    }
+}
+
+/// A full ConfigMap or Secret, for the tracking decision.
+#[derive(Debug, Clone)]
+pub enum ConfigOrSecret {
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+}
+
+impl ConfigOrSecret {
+    fn resource_version(&self) -> Option<String> {
+        match self {
+            Self::ConfigMap(c) => c.resource_version(),
+            Self::Secret(s) => s.resource_version(),
+        }
+    }
+}
+
+fn dynamic(
+    store: Option<&(Store<DynamicObject>, ApiResource)>,
+    namespace: &str,
+    name: &str,
+) -> Option<DynamicObject> {
+    let (store, resource) = store?;
+    store
+        .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
+        .map(|o| o.as_ref().clone())
+}
+
+fn body_hash(body: &serde_json::Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.to_string().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Whether every field of `wanted` holds in `live`: objects by key (extra keys in `live` are fine: server
+/// defaults, other managers' fields), arrays element by element with the same length, scalars equal.
+pub fn contains(live: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, wanted) {
+        (Value::Object(l), Value::Object(w)) => w.iter().all(|(k, wv)| {
+            l.get(k).is_some_and(|lv| contains(lv, wv)) || (wv.is_null() && !l.contains_key(k))
+        }),
+        (Value::Array(l), Value::Array(w)) => {
+            l.len() == w.len() && l.iter().zip(w).all(|(lv, wv)| contains(lv, wv))
+        }
+        (Value::Number(l), Value::Number(w)) => l.as_f64() == w.as_f64(),
+        _ => live == wanted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains;
+    use serde_json::json;
+
+    #[test]
+    fn server_defaults_and_other_managers_fields_do_not_count_as_a_change() {
+        let desired = json!({"spec": {"ports": [{"name": "http", "port": 9898}], "selector": {"app": "p"}}});
+        let live = json!({
+            "metadata": {"uid": "1", "annotations": {"kubectl": "x"}},
+            "spec": {"clusterIP": "10.0.0.1", "ports": [{"name": "http", "port": 9898, "protocol": "TCP"}],
+                     "selector": {"app": "p"}, "type": "ClusterIP"}
+        });
+        assert!(contains(&live, &desired));
+    }
+
+    #[test]
+    fn an_edited_value_a_missing_field_or_a_different_list_is_a_change() {
+        let desired = json!({"spec": {"http": [{"route": [{"weight": 80}, {"weight": 20}]}]}});
+        let edited = json!({"spec": {"http": [{"route": [{"weight": 100}, {"weight": 0}]}]}});
+        let shorter = json!({"spec": {"http": [{"route": [{"weight": 80}]}]}});
+        let missing = json!({"spec": {}});
+        for live in [edited, shorter, missing] {
+            assert!(!contains(&live, &desired), "{live}");
+        }
+    }
+
+    #[test]
+    fn numbers_compare_by_value_and_a_null_means_absent() {
+        assert!(contains(&json!({"a": 1.0}), &json!({"a": 1})));
+        assert!(contains(&json!({}), &json!({"gone": null})));
+        assert!(!contains(&json!({"gone": 1}), &json!({"gone": null})));
+    }
+}

@@ -1,0 +1,187 @@
+//! The watches that both fill the [`Index`] and wake the Canaries a change concerns: target and primary
+//! Deployments, the three Services, the VirtualService and DestinationRules, and (metadata only) the
+//! ConfigMaps and Secrets a Canary tracks. One watch per kind; managedFields are dropped before caching.
+
+use futures::Stream;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::api::Canary;
+use crate::cluster::index::Index;
+use crate::cluster::primary_name;
+use crate::router::istio::resource;
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn dynamic_api(client: &Client, namespace: Option<&str>, resource: &ApiResource) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
+/// A watch of `api`, cached in `writer`, yielding every object it touched.
+fn reflected<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Whether the cluster serves Istio's networking API (the VirtualService and DestinationRule kinds).
+async fn istio_served(client: &Client) -> bool {
+    let Ok(group) = kube::discovery::group(client, crate::router::istio::GROUP).await else {
+        return false;
+    };
+    let served: Vec<String> = group
+        .recommended_resources()
+        .into_iter()
+        .map(|(r, _)| r.plural)
+        .collect();
+    ["virtualservices", "destinationrules"]
+        .iter()
+        .all(|kind| served.iter().any(|s| s == kind))
+}
+
+/// Adds every watch to `controller` and returns it with the index those watches fill.
+pub async fn wire(
+    controller: Controller<Canary>,
+    client: &Client,
+    namespace: Option<&str>,
+    canaries: &Store<Canary>,
+) -> (Controller<Canary>, Index) {
+    let (deployments, deployments_in) = reflector::store::<Deployment>();
+    let (services, services_in) = reflector::store::<Service>();
+    let (config_maps, config_maps_in) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+    let (secrets, secrets_in) = reflector::store::<PartialObjectMeta<Secret>>();
+    let mut controller = {
+        let (for_deployments, for_services, for_configs, for_secrets) = (
+            canaries.clone(),
+            canaries.clone(),
+            canaries.clone(),
+            canaries.clone(),
+        );
+        controller
+            .watches_stream(
+                reflected(api::<Deployment>(client, namespace), deployments_in),
+                move |d| canaries_for_deployment(&for_deployments, &d),
+            )
+            .watches_stream(
+                reflected(api::<Service>(client, namespace), services_in),
+                move |s| canaries_routing(&for_services, &s.namespace(), &s.name_any()),
+            )
+            .watches_stream(
+                reflected(
+                    api::<PartialObjectMeta<ConfigMap>>(client, namespace),
+                    config_maps_in,
+                ),
+                move |c| canaries_tracking(&for_configs, "configmap", &c),
+            )
+            .watches_stream(
+                reflected(api::<PartialObjectMeta<Secret>>(client, namespace), secrets_in),
+                move |s| canaries_tracking(&for_secrets, "secret", &s),
+            )
+    };
+    let (mut virtual_services, mut destination_rules) = (None, None);
+    if istio_served(client).await {
+        for (kind, slot) in [
+            ("VirtualService", &mut virtual_services),
+            ("DestinationRule", &mut destination_rules),
+        ] {
+            let ar = resource(kind);
+            let writer = reflector::store::Writer::new(ar.clone());
+            let store = writer.as_reader();
+            let for_routing = canaries.clone();
+            let stream = watcher(dynamic_api(client, namespace, &ar), watcher::Config::default())
+                .default_backoff()
+                .modify(|o| o.managed_fields_mut().clear())
+                .reflect(writer)
+                .touched_objects();
+            controller = controller.watches_stream_with(
+                stream,
+                move |o: DynamicObject| canaries_routing(&for_routing, &o.namespace(), &o.name_any()),
+                ar.clone(),
+            );
+            *slot = Some((store, ar));
+        }
+    } else {
+        tracing::warn!(
+            "the cluster does not serve networking.istio.io VirtualService and DestinationRule; canaries cannot be routed"
+        );
+    }
+    let index = Index::new(
+        deployments,
+        services,
+        virtual_services,
+        destination_rules,
+        config_maps,
+        secrets,
+    );
+    (controller, index)
+}
+
+/// Canaries whose target or primary is this Deployment: `kubectl set image` wakes its canary at once.
+fn canaries_for_deployment(store: &Store<Canary>, d: &Deployment) -> Vec<ObjectRef<Canary>> {
+    let (ns, name) = (d.namespace(), d.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| c.spec.target_ref.name == name || primary_name(&c.spec.target_ref.name) == name)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Canaries whose apex, `-primary` or `-canary` Service, VirtualService or DestinationRule is named `name`:
+/// a hand edit wakes the canary that repairs it.
+fn canaries_routing(store: &Store<Canary>, ns: &Option<String>, name: &str) -> Vec<ObjectRef<Canary>> {
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == *ns)
+        .filter(|c| {
+            let service = c.spec.service.name.as_deref().unwrap_or(&c.spec.target_ref.name);
+            name == service || name == format!("{service}-primary") || name == format!("{service}-canary")
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Canaries tracking this ConfigMap or Secret.
+fn canaries_tracking<K: ResourceExt>(store: &Store<Canary>, kind: &str, obj: &K) -> Vec<ObjectRef<Canary>> {
+    let key = format!("{kind}/{}", obj.name_any());
+    let ns = obj.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.tracked_configs.contains_key(&key))
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}

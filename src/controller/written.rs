@@ -1,0 +1,110 @@
+//! What fledge wrote to a Canary that the watch cache may not show yet. A reconcile starts from the cached
+//! Canary; when that is a version fledge has since written over, it starts from what the write returned
+//! instead, so a stale status never repeats a step — and no GET is needed to be sure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kube::ResourceExt;
+
+use crate::api::Canary;
+
+/// The resourceVersions fledge has written over, and the object its last write returned.
+type Record = (Vec<String>, Arc<Canary>);
+
+/// Per Canary uid, its [`Record`].
+#[derive(Debug, Default)]
+pub struct Written(Mutex<HashMap<String, Record>>);
+
+impl Written {
+    /// The freshest Canary known: `cached`, unless it is a version a write of fledge's has replaced.
+    pub fn freshest(&self, cached: Arc<Canary>) -> Arc<Canary> {
+        let (Some(uid), Some(version)) = (cached.uid(), cached.resource_version()) else {
+            return cached;
+        };
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get(&uid) {
+            Some((replaced, latest)) if replaced.contains(&version) => latest.clone(),
+            // The cache shows our last write, or something written after it: it is the freshest.
+            Some(_) => {
+                map.remove(&uid);
+                cached
+            }
+            None => cached,
+        }
+    }
+
+    /// Records that a write made on `before` returned `after`.
+    pub fn record(&self, before: &Canary, after: Canary) {
+        let (Some(uid), Some(version)) = (before.uid(), before.resource_version()) else {
+            return;
+        };
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let after = Arc::new(after);
+        match map.get_mut(&uid) {
+            Some((replaced, latest)) if latest.resource_version().as_ref() == Some(&version) => {
+                replaced.push(version);
+                *latest = after;
+            }
+            _ => {
+                map.insert(uid, (vec![version], after));
+            }
+        }
+    }
+
+    /// Forgets a Canary that is gone.
+    pub fn forget(&self, canary: &Canary) {
+        if let Some(uid) = canary.uid() {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&uid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(version: &str, phase: &str) -> Canary {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "fledge.dev/v1alpha1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test", "uid": "u1", "resourceVersion": version},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                     "service": {"port": 9898}},
+            "status": {"phase": phase},
+        }))
+        .expect("canary")
+    }
+
+    fn version(c: &Canary) -> String {
+        c.resource_version().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_cache_behind_our_writes_yields_what_the_last_write_returned() {
+        let written = Written::default();
+        written.record(&at("1", "Initialized"), at("2", "Initialized"));
+        written.record(&at("2", "Initialized"), at("3", "Progressing"));
+        for stale in ["1", "2"] {
+            let fresh = written.freshest(Arc::new(at(stale, "Initialized")));
+            assert_eq!(version(&fresh), "3", "cache at {stale}");
+        }
+    }
+
+    #[test]
+    fn a_cache_that_caught_up_or_moved_on_is_used_and_the_record_dropped() {
+        let written = Written::default();
+        written.record(&at("1", "Initialized"), at("2", "Progressing"));
+        assert_eq!(version(&written.freshest(Arc::new(at("5", "Failed")))), "5");
+        // Dropped: an old version seen later (a relist) is taken as it is.
+        assert_eq!(version(&written.freshest(Arc::new(at("1", "Initialized")))), "1");
+    }
+
+    #[test]
+    fn a_write_on_an_unrecorded_version_starts_a_new_record() {
+        let written = Written::default();
+        written.record(&at("1", "Initialized"), at("2", "Progressing"));
+        written.record(&at("7", "Progressing"), at("8", "Progressing"));
+        assert_eq!(version(&written.freshest(Arc::new(at("7", "Progressing")))), "8");
+        assert_eq!(version(&written.freshest(Arc::new(at("1", "Initialized")))), "1");
+    }
+}
