@@ -97,6 +97,10 @@ struct ControllerArgs {
     /// (no longer owned by the Canary), the finalizer goes and a Warning event says what was left.
     #[arg(long, env = "FLEDGE_TEARDOWN_DEADLINE", default_value = "5m", value_parser = parse_duration)]
     teardown_deadline: std::time::Duration,
+    /// How often every canary's objects are re-applied whatever the cache says (±20 % jitter), repairing
+    /// drift a missed watch event would hide; a hand edit seen by the watches is repaired at once.
+    #[arg(long, env = "FLEDGE_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    resync: std::time::Duration,
     /// Time limit of fetching one policy component from a registry.
     #[arg(long, env = "FLEDGE_POLICY_FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     policy_fetch_timeout: std::time::Duration,
@@ -253,6 +257,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             },
             reconcile_deadline: args.reconcile_deadline,
             teardown_deadline: args.teardown_deadline,
+            resync: args.resync,
             ..Default::default()
         };
         let client =

@@ -25,8 +25,10 @@ pub struct Actor<'a> {
     pub spec: &'a ValidSpec,
     pub service: &'a CanaryService,
     pub snapshot: &'a Snapshot,
-    /// The watches' cache: what is already as desired is not written again.
+    /// The watches' cache: what is already as desired is not written again...
     pub index: &'a Index,
+    /// ...unless this tick re-applies everything (the periodic resync).
+    pub force: bool,
     pub owner: OwnerReference,
     /// `spec.autoscalerRef.name`: the target's HPA, copied for the primary.
     pub autoscaler: Option<&'a str>,
@@ -271,7 +273,7 @@ impl Actor<'_> {
         let desired = serde_json::to_value(body).map_err(encode)?;
         let live = live.map(serde_json::to_value).transpose().map_err(encode)?;
         let key = format!("{kind}/{}/{name}", self.namespace);
-        if !self.index.needs_apply(&key, &desired, live.as_ref()) {
+        if !self.force && !self.index.needs_apply(&key, &desired, live.as_ref()) {
             return Ok(());
         }
         api.patch(name, &Self::apply_params(), &Patch::Apply(&desired))

@@ -57,10 +57,14 @@ pub struct Options {
     pub reconcile_deadline: Duration,
     /// Longest a deleted Canary waits for its target to serve again before it leaves the primary serving.
     pub teardown_deadline: Duration,
+    /// How often a canary's objects are re-applied without trusting the cache (`--resync`).
+    pub resync: Duration,
 }
 
 /// `--reconcile-deadline`'s default.
 pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(30);
+/// `--resync`'s default.
+pub const RESYNC: Duration = Duration::from_secs(300);
 /// `--teardown-deadline`'s default.
 pub const TEARDOWN_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -81,6 +85,7 @@ impl Default for Options {
             policy_fetch: PullLimits::default(),
             reconcile_deadline: RECONCILE_DEADLINE,
             teardown_deadline: TEARDOWN_DEADLINE,
+            resync: RESYNC,
         }
     }
 }

@@ -44,6 +44,7 @@ pub struct Context {
     index: Index,
     /// Canary writes the cache may not show yet.
     written: Written,
+    resyncs: Resyncs,
 }
 
 /// Why the controller could not start.
@@ -87,6 +88,7 @@ impl Context {
             failures: Failures::default(),
             index,
             written: Written::default(),
+            resyncs: Resyncs::default(),
         })
     }
 
@@ -396,6 +398,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         service: &canary.spec.service,
         snapshot: &snapshot,
         index: &ctx.index,
+        force: ctx.resyncs.due(&canary, ctx.options.resync),
         owner: owner_reference(&canary),
         autoscaler: canary.spec.autoscaler_ref.as_ref().map(|a| a.name.as_str()),
         analysis_match: canary.spec.analysis.as_ref().and_then(|a| a.match_.as_ref()),
@@ -415,9 +418,12 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     }
 
     let mut next = with_state(status, &decided.state, generation);
-    next.last_tick_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        Timestamp::now(),
-    ));
+    // The tick time paces analysis in flight; an idle canary keeps its own, so a Deployment event that
+    // changes nothing writes nothing.
+    next.last_tick_time = match status.and_then(|s| s.last_tick_time.clone()) {
+        Some(last) if !paced(decided.state.phase) => Some(last),
+        _ => Some(Time(Timestamp::now())),
+    };
     // A blocked policy leaves the record of what judged the rollout so far (and its pin) alone.
     let digest = match (&blocked, status.and_then(|s| s.policy.as_ref())) {
         (Some(_), Some(old)) => old.digest.clone(),
@@ -474,9 +480,36 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     }
     record_metrics(&ctx, &id, &spec, status, &mut next);
     write_status(&ctx, &canary, status, next).await?;
-    Ok(decided
-        .requeue
-        .map_or_else(Requeue::await_change, Requeue::requeue))
+    if actor.force {
+        ctx.resyncs.done(&canary);
+    }
+    // An idle canary is still looked at once per resync.
+    Ok(Requeue::requeue(decided.requeue.unwrap_or_else(|| {
+        ctx.options.resync.mul_f64(0.8 + 0.4 * jitter())
+    })))
+}
+
+/// When each Canary's objects were last re-applied without trusting the cache.
+#[derive(Debug, Default)]
+pub struct Resyncs(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl Resyncs {
+    /// Whether this Canary is due a full re-apply: never done by this process, or `every` ago.
+    fn due(&self, canary: &Canary, every: Duration) -> bool {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&Failures::key(canary))
+            .is_none_or(|at| at.elapsed() >= every.mul_f64(0.8))
+    }
+
+    fn forget(&self, canary: &Canary) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.remove(&Failures::key(canary));
+    }
+
+    fn done(&self, canary: &Canary) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert(Failures::key(canary), std::time::Instant::now());
+    }
 }
 
 /// Nothing is touched for an invalid spec: it is reported and waits for the user to change it.
@@ -683,8 +716,14 @@ async fn finish_deletion(
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    set_finalizers(ctx, api, canary, remaining).await?;
-    ctx.written.forget(canary);
+    ctx.resyncs.forget(canary);
+    // Its record stays: a stale cached copy still carrying the finalizer must not run the teardown again.
+    match set_finalizers(ctx, api, canary, remaining).await {
+        Err(ReconcileError::Api(kube::Error::Api(e))) if e.code == 404 => {}
+        other => {
+            other?;
+        }
+    }
     ctx.options
         .metrics
         .forget(&canary.name_any(), namespace, &canary.spec.target_ref.name);
@@ -733,6 +772,20 @@ async fn set_finalizers(
     Ok(updated)
 }
 
+/// Phases that tick once per analysis interval.
+fn paced(phase: Option<Phase>) -> bool {
+    matches!(
+        phase,
+        Some(
+            Phase::Progressing
+                | Phase::WaitingPromotion
+                | Phase::Promoting
+                | Phase::Finalising
+                | Phase::Waiting
+        )
+    )
+}
+
 /// While a rollout is in flight, analysis runs once per interval however many events arrive; a new revision
 /// mid-analysis is acted on at once. Returns how long to wait when it is not yet time.
 fn not_due(
@@ -741,17 +794,7 @@ fn not_due(
     status: Option<&CanaryStatus>,
     snapshot: &Snapshot,
 ) -> Option<Duration> {
-    let in_flight = matches!(
-        state.phase,
-        Some(
-            Phase::Progressing
-                | Phase::WaitingPromotion
-                | Phase::Promoting
-                | Phase::Finalising
-                | Phase::Waiting
-        )
-    );
-    if !in_flight {
+    if !paced(state.phase) {
         return None;
     }
     let restarted = matches!(state.phase, Some(Phase::Progressing | Phase::WaitingPromotion))

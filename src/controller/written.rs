@@ -4,13 +4,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 
 use crate::api::Canary;
 
-/// The resourceVersions fledge has written over, and the object its last write returned.
-type Record = (Vec<String>, Arc<Canary>);
+/// The resourceVersions fledge has written over, the object its last write returned, and when.
+type Record = (Vec<String>, Arc<Canary>, Instant);
+
+/// How long a record is kept: far longer than any cache lag, short enough that the records of deleted
+/// Canaries (whose last write removed the finalizer) do not pile up.
+const KEEP: Duration = Duration::from_secs(600);
 
 /// Per Canary uid, its [`Record`].
 #[derive(Debug, Default)]
@@ -24,7 +29,7 @@ impl Written {
         };
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match map.get(&uid) {
-            Some((replaced, latest)) if replaced.contains(&version) => latest.clone(),
+            Some((replaced, latest, _)) if replaced.contains(&version) => latest.clone(),
             // The cache shows our last write, or something written after it: it is the freshest.
             Some(_) => {
                 map.remove(&uid);
@@ -40,22 +45,17 @@ impl Written {
             return;
         };
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let after = Arc::new(after);
+        let (after, now) = (Arc::new(after), Instant::now());
+        map.retain(|_, (_, _, at)| now.duration_since(*at) < KEEP);
         match map.get_mut(&uid) {
-            Some((replaced, latest)) if latest.resource_version().as_ref() == Some(&version) => {
+            Some((replaced, latest, at)) if latest.resource_version().as_ref() == Some(&version) => {
                 replaced.push(version);
                 *latest = after;
+                *at = now;
             }
             _ => {
-                map.insert(uid, (vec![version], after));
+                map.insert(uid, (vec![version], after, now));
             }
-        }
-    }
-
-    /// Forgets a Canary that is gone.
-    pub fn forget(&self, canary: &Canary) {
-        if let Some(uid) = canary.uid() {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&uid);
         }
     }
 }
