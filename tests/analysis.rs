@@ -388,3 +388,181 @@ async fn builtin_sequential_rolls_back_a_canary_erring_three_times_as_often_befo
     );
     assert_eq!(weights(&rig.ns).await, Some((100, 0)));
 }
+
+/// A Prometheus stand-in that answers every query with 100 and remembers whether any request carried an
+/// `Authorization` header.
+struct Snoop {
+    address: String,
+    saw_credentials: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Snoop {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let saw_credentials = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (saw, count) = (saw_credentials.clone(), queries.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (saw, count) = (saw.clone(), count.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    if head.contains("\r\nauthorization:") {
+                        saw.store(true, Ordering::SeqCst);
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[0,"100"]}]}}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            address,
+            saw_credentials,
+            queries,
+        }
+    }
+}
+
+/// Creates the Canary podinfo with `metrics` and the Canary's own `metricsServer`, waits for Initialized
+/// and ships 3.1.1.
+async fn ship_with_server(rig: &Rig, metrics_server: &str, metrics: Value) {
+    let canary: Canary = serde_json::from_value(json!({
+        "apiVersion": "fledge.dev/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "progressDeadlineSeconds": 60,
+            "metricsServer": metrics_server,
+            "service": {"port": 9898, "targetPort": 9898},
+            "analysis": {"interval": "2s", "threshold": 3, "stepWeight": 50, "maxWeight": 50, "metrics": metrics},
+        }
+    }))
+    .expect("canary");
+    rig.ns
+        .api::<Canary>()
+        .create(&Default::default(), &canary)
+        .await
+        .expect("create canary");
+    wait_phase(&rig.ns, Phase::Initialized, LIMIT).await;
+    set_image(&rig.ns, "stefanprodan/podinfo:3.1.1").await;
+}
+
+async fn create_template(ns: &TestNamespace, name: &str, spec: Value) {
+    let template: fledge::api::MetricTemplate = serde_json::from_value(json!({
+        "apiVersion": "fledge.dev/v1alpha1", "kind": "MetricTemplate",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("template");
+    ns.api::<fledge::api::MetricTemplate>()
+        .create(&Default::default(), &template)
+        .await
+        .expect("create template");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn a_templates_credentials_never_go_to_the_prometheus_a_canary_names() {
+    let rig = Rig::start("an-creds", Knobs::default()).await;
+    let snoop = Snoop::start().await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "prom-auth"}, "stringData": {"token": "t0ken"}
+    }))
+    .expect("secret");
+    rig.ns
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create secret");
+    // No provider.address: the credentials may only go to the controller's --metrics-server (the rig's).
+    create_template(
+        &rig.ns,
+        "up",
+        json!({"provider": {"type": "prometheus", "secretRef": {"name": "prom-auth"}}, "query": "vector(1)"}),
+    )
+    .await;
+    ship_with_server(
+        &rig,
+        &snoop.address,
+        json!([
+            {"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}},
+            {"name": "up", "interval": "10s", "templateRef": {"name": "up"}, "thresholdRange": {"min": 1}},
+        ]),
+    )
+    .await;
+    let done = wait_phase(&rig.ns, Phase::Succeeded, LIMIT).await;
+    let status = done.status.expect("status");
+    assert_eq!(
+        check(&status, "up").value,
+        Some(1.0),
+        "the template ran at the controller's Prometheus"
+    );
+    assert!(
+        snoop.queries.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the canary's own checks went to its metricsServer"
+    );
+    assert!(
+        !snoop.saw_credentials.load(std::sync::atomic::Ordering::SeqCst),
+        "the template's token reached the canary's metricsServer"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and prometheus; run with make test"]
+async fn a_template_in_another_namespace_is_refused_until_it_lists_the_canarys_namespace() {
+    let rig = Rig::start("an-shared", Knobs::default()).await;
+    let other = TestNamespace::create("an-shared-templates").await;
+    create_template(
+        &other,
+        "up",
+        json!({"provider": {"type": "prometheus", "address": rig.prometheus.address}, "query": "vector(1)"}),
+    )
+    .await;
+    let metrics = json!([{"name": "up", "interval": "10s",
+        "templateRef": {"name": "up", "namespace": other.name}, "thresholdRange": {"min": 1}}]);
+    ship_with_server(&rig, &rig.prometheus.address, metrics).await;
+    let refused = support::eventually("the cross-namespace template refused", LIMIT, || async {
+        let status = rig.status().await;
+        let error = status
+            .analysis
+            .as_ref()
+            .and_then(|a| a.checks.iter().find(|c| c.name == "up"))
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        if error.contains("not shared with namespace") {
+            Ok(error)
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await;
+    assert!(refused.contains(&rig.ns.name), "{refused}");
+    let share = json!({"spec": {"allowedNamespaces": [rig.ns.name]}});
+    other
+        .api::<fledge::api::MetricTemplate>()
+        .patch(
+            "up",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&share),
+        )
+        .await
+        .expect("share the template");
+    let done = wait_phase(&rig.ns, Phase::Succeeded, LIMIT).await;
+    assert_eq!(check(&done.status.expect("status"), "up").value, Some(1.0));
+}

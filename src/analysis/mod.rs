@@ -162,6 +162,11 @@ impl Providers {
                     .await
                     .map_err(|e| format!("cannot read MetricTemplate {template}.{template_ns}: {e}"))?
                     .ok_or_else(|| format!("MetricTemplate {template}.{template_ns} not found"))?;
+                if !t.spec.usable_from(template_ns, namespace) {
+                    return Err(format!(
+                        "MetricTemplate {template}.{template_ns} is not shared with namespace {namespace}: add it to the template's spec.allowedNamespaces"
+                    ));
+                }
                 let provider = &t.spec.provider;
                 if provider.type_ != "prometheus" {
                     return Err(format!(
@@ -173,8 +178,14 @@ impl Providers {
                     None => Auth::None,
                     Some(s) => self.credentials(template_ns, &s.name).await?,
                 };
-                let address = match &provider.address {
-                    Some(a) if !a.is_empty() => a.clone(),
+                let address = match (&provider.address, &provider.secret_ref) {
+                    (Some(a), _) if !a.is_empty() => a.clone(),
+                    // Credentials never go where the Canary points: only to the operator's Prometheus.
+                    (_, Some(_)) => self.default_address.clone().ok_or_else(|| {
+                        format!(
+                            "MetricTemplate {template}.{template_ns} has a secretRef but no provider.address: its credentials are sent only to its own address or the controller's --metrics-server"
+                        )
+                    })?,
                     _ => canary_address()?,
                 };
                 Ok(Resolved {
