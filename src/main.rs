@@ -177,10 +177,15 @@ enum PolicyCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Wrap a core wasm module built with wit-bindgen (`wasm32-unknown-unknown`) into a component.
+    /// Wrap a core wasm module into a component: one built with wit-bindgen (`wasm32-unknown-unknown`) as it
+    /// is, one without bindings (Go) with `--world`; WASI preview 1 imports are answered by a deny-all WASI.
     Componentize {
         /// The core module (.wasm).
         module: PathBuf,
+        /// The world of fledge's contract the module serves (`step-policy`, `gate-policy`, `analysis-policy`,
+        /// `policy`), for a module that carries no component type.
+        #[arg(long)]
+        world: Option<String>,
         /// Where to write the component.
         #[arg(short, long)]
         output: PathBuf,
@@ -260,15 +265,20 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             resync: args.resync,
             ..Default::default()
         };
-        let client =
-            fledge::telemetry::api_requests::counted_client(args.kubeconfig.as_deref(), &options.metrics)
-                .await?;
+        let health = fledge::telemetry::health::WatchHealth::default();
+        let client = fledge::telemetry::api_requests::counted_client(
+            args.kubeconfig.as_deref(),
+            &options.metrics,
+            &health,
+        )
+        .await?;
         // Ready once the API answers: a standby waiting for the Lease is ready to take over.
         let ready = fledge::telemetry::http::Readiness::default();
         let server = tokio::spawn(fledge::telemetry::http::serve(
             args.listen,
             options.metrics.clone(),
             ready.clone(),
+            health,
             fledge::controller::shutdown_signal(),
         ));
         client.apiserver_version().await?;
@@ -349,8 +359,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{scenario}");
             }
         }
-        Command::Policy(PolicyCommand::Componentize { module, output }) => {
-            let inspection = policy::componentize(&module, &output)?;
+        Command::Policy(PolicyCommand::Componentize {
+            module,
+            world,
+            output,
+        }) => {
+            let inspection = policy::componentize(&module, world.as_deref(), &output)?;
             println!("{}", serde_json::to_string_pretty(&inspection)?);
         }
         Command::Policy(PolicyCommand::Push {

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fledge::api::Phase;
+use fledge::telemetry::health::WatchHealth;
 use fledge::telemetry::metrics::Metrics;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -75,8 +76,9 @@ fn apply_kustomization() {
     );
 }
 
-/// A client that is fledge's ServiceAccount and nothing more: a token from the TokenRequest API.
-async fn service_account_client(admin: &Client) -> Client {
+/// A client that is fledge's ServiceAccount and nothing more: a token from the TokenRequest API. Its
+/// requests are counted in `metrics` and its lists and watches report to `health`, as the controller's own.
+async fn service_account_client(admin: &Client, metrics: &Metrics, health: &WatchHealth) -> Client {
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "fledge-system");
     let request: TokenRequest =
         serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("token request");
@@ -100,7 +102,7 @@ async fn service_account_client(admin: &Client) -> Client {
         token: Some(token.into()),
         ..Default::default()
     };
-    Client::try_from(config).expect("service account client")
+    fledge::telemetry::api_requests::observed_client(config, metrics, health).expect("service account client")
 }
 
 /// The `fledge_canary_weight` of `workload` in `ns` as `/metrics` shows it now.
@@ -119,7 +121,10 @@ async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_servic
     let ns = TestNamespace::create("install").await;
     install_crds(&ns.client).await;
     create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
-    let sa = service_account_client(&ns.client).await;
+    let metrics = Metrics::new();
+    // A watch the role does not allow fails at once and keeps failing: /healthz would say so within 2 s.
+    let health = WatchHealth::with_limit(Duration::from_secs(2));
+    let sa = service_account_client(&ns.client, &metrics, &health).await;
 
     // Outside its role: deleting a Namespace is forbidden.
     let denied = Api::<Namespace>::all(sa.clone())
@@ -131,21 +136,21 @@ async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_servic
     );
 
     // The controller on the ServiceAccount's credentials, with /metrics served as in a pod.
-    let metrics = Metrics::new();
     let port = free_port();
-    let server = tokio::spawn(fledge::telemetry::http::serve(
-        ([127, 0, 0, 1], port).into(),
-        metrics.clone(),
-        Default::default(),
-        std::future::pending(),
-    ));
     let engine = fledge::policy::PolicyEngine::new(fledge::policy::Limits::default(), None).expect("engine");
     let options = fledge::controller::Options {
         min_interval: Duration::from_secs(1),
         namespace: Some(ns.name.clone()),
-        metrics,
+        metrics: metrics.clone(),
         ..Default::default()
     };
+    let server = tokio::spawn(fledge::telemetry::http::serve(
+        ([127, 0, 0, 1], port).into(),
+        metrics,
+        Default::default(),
+        health,
+        std::future::pending(),
+    ));
     let controller = tokio::spawn(async move {
         fledge::controller::run(sa, engine, options).await;
     });
@@ -242,6 +247,11 @@ async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_servic
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     assert!(calls >= 4, "policy latency histogram: {calls} step calls\n{text}");
+    // Every watch ran on the role's rights alone, all rollout long.
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200, "{:?}", health.text().await);
     assert_eq!(
         image(&ns, "podinfo-primary").await.as_deref(),
         Some("stefanprodan/podinfo:3.1.1")

@@ -34,6 +34,25 @@ fn dynamic_api(client: &Client, namespace: Option<&str>, resource: &ApiResource)
     }
 }
 
+/// The controller's backoff for its merged trigger stream: none. Every watch backs off on its own
+/// (`default_backoff`); kube's default here would pause *all* watches after any one failed, growing with
+/// each failure — a short API outage left watches blind for long after the API came back (found by the
+/// `/healthz` plane test, `tests/health.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct EachWatchBacksOff;
+
+impl Iterator for EachWatchBacksOff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(std::time::Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for EachWatchBacksOff {
+    fn reset(&mut self) {}
+}
+
 /// A watch of `api`, cached in `writer`, yielding every object it touched.
 fn reflected<K>(
     api: Api<K>,
@@ -76,6 +95,7 @@ pub async fn wire(
     let (services, services_in) = reflector::store::<Service>();
     let (config_maps, config_maps_in) = reflector::store::<PartialObjectMeta<ConfigMap>>();
     let (secrets, secrets_in) = reflector::store::<PartialObjectMeta<Secret>>();
+    let controller = controller.trigger_backoff(EachWatchBacksOff);
     let mut controller = {
         let (for_deployments, for_services, for_configs, for_secrets) = (
             canaries.clone(),

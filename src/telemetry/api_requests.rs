@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use http::header::{HeaderValue, USER_AGENT};
-use http::{Method, Request, Uri};
+use http::{Method, Request, Response, Uri};
 use kube::client::{Body, ClientBuilder};
 
+use super::health::WatchHealth;
 use super::metrics::Metrics;
 
 /// The apiserver's verb and the resource (with subresource) of one request, e.g. `("patch", "canaries/status")`.
@@ -66,8 +67,12 @@ fn identified<B>(mut request: Request<B>) -> Request<B> {
 }
 
 /// A client for `kubeconfig` (or the usual inference: KUBECONFIG, ~/.kube/config, in-cluster) whose every
-/// request is counted in `metrics`.
-pub async fn counted_client(kubeconfig: Option<&Path>, metrics: &Metrics) -> anyhow::Result<kube::Client> {
+/// request is counted in `metrics` and whose lists and watches report to `health`.
+pub async fn counted_client(
+    kubeconfig: Option<&Path>,
+    metrics: &Metrics,
+    health: &WatchHealth,
+) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)?;
@@ -75,13 +80,87 @@ pub async fn counted_client(kubeconfig: Option<&Path>, metrics: &Metrics) -> any
         }
         None => kube::Config::infer().await?,
     };
+    observed_client(config, metrics, health)
+}
+
+/// A client for `config` whose every request is counted in `metrics` and whose lists and watches report to
+/// `health`.
+pub fn observed_client(
+    config: kube::Config,
+    metrics: &Metrics,
+    health: &WatchHealth,
+) -> anyhow::Result<kube::Client> {
     let metrics = metrics.clone();
     let count = tower::util::MapRequestLayer::new(move |request: Request<Body>| {
         let (verb, resource) = classify(request.method(), request.uri());
         metrics.api_request(verb, &resource);
         identified(request)
     });
-    Ok(ClientBuilder::try_from(config)?.with_layer(&count).build())
+    let observe = ObserveLayer(health.clone());
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .with_layer(&observe)
+        .build())
+}
+
+/// Reports the answer to every list and watch request to a [`WatchHealth`], as `"<verb> <resource>"`: a
+/// watch that reconnects sends no event, so its request's answer is the only sign it is back.
+#[derive(Clone)]
+struct ObserveLayer(WatchHealth);
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            health: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Observe<S> {
+    inner: S,
+    health: WatchHealth,
+}
+
+impl<S, B> tower::Service<Request<Body>> for Observe<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Response<B>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let (verb, resource) = classify(request.method(), request.uri());
+        let watched = matches!(verb, "list" | "watch").then(|| format!("{verb} {resource}"));
+        let answer = self.inner.call(request);
+        let health = self.health.clone();
+        Box::pin(async move {
+            let answer = answer.await;
+            if let Some(name) = watched {
+                health.observe(&name, outcome(&answer));
+            }
+            answer
+        })
+    }
+}
+
+/// Whether a request was answered with success.
+fn outcome<B, E: std::fmt::Display>(answer: &Result<Response<B>, E>) -> Result<(), String> {
+    match answer {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!("HTTP {}", response.status())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

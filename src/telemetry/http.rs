@@ -1,4 +1,4 @@
-//! The operator's endpoints: `/metrics` (Prometheus text), `/healthz` (the process serves) and `/readyz`
+//! The operator's endpoints: `/metrics` (Prometheus text), `/healthz` (the watches run) and `/readyz`
 //! (the controller reached the API and is running or standing by for the lease).
 
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use super::health::WatchHealth;
 use super::metrics::Metrics;
 
 /// Whether `/readyz` says ready.
@@ -30,6 +31,7 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     ready: Readiness,
+    health: WatchHealth,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -40,7 +42,18 @@ pub async fn serve(
                 async move { metrics.render() }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let health = health.clone();
+                async move {
+                    match health.check() {
+                        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

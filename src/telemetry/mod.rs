@@ -1,6 +1,7 @@
 //! What fledge tells its operators: logs, its own Prometheus series, and the health endpoints.
 
 pub mod api_requests;
+pub mod health;
 pub mod http;
 pub mod metrics;
 
