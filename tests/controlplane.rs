@@ -184,3 +184,27 @@ async fn istio_schema_rejects_an_invalid_virtual_service() {
         .expect_err("a string weight must be rejected");
     assert!(err.to_string().contains("weight"), "unexpected error: {err}");
 }
+
+/// Clients that check the server's version (Flagger among them) refuse the `v0.0.0-master` a module build
+/// reports by default: the plane is stamped with the version it was built from.
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn the_plane_reports_the_kubernetes_version_it_was_built_from() {
+    let info = support::client()
+        .await
+        .apiserver_version()
+        .await
+        .expect("/version");
+    let pinned = include_str!("controlplane/versions.env")
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_VERSION="))
+        .expect("K8S_VERSION pinned")
+        .trim();
+    assert_eq!(info.git_version, pinned, "{info:?}");
+    assert_eq!(info.major, "1", "{info:?}");
+    assert_eq!(
+        format!("v1.{}.", info.minor),
+        pinned[..pinned.rfind('.').expect("v1.x.y") + 1],
+        "{info:?}"
+    );
+}

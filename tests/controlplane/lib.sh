@@ -4,9 +4,11 @@ cp_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 . "$cp_here/versions.env"
 
-# Binaries live outside the checkout so clean clones and CI reuse them; keyed on every pinned version.
+# Binaries live outside the checkout so clean clones and CI reuse them; keyed on every pinned version and on
+# the build recipe (CP_RECIPE: bump it when build.sh builds differently, so a stale cache is not reused).
 CP_CACHE=${FLEDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}
-CP_BIN=$CP_CACHE/controlplane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-istio-$ISTIO_API_VERSION
+CP_RECIPE=2
+CP_BIN=$CP_CACHE/controlplane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-istio-$ISTIO_API_VERSION-r$CP_RECIPE
 # Runtime state (certs, etcd data, pids, logs, kubeconfig) at a fixed path, so every tool can find it.
 CP_STATE=${FLEDGE_PLANE_DIR:-${TMPDIR:-/tmp}/fledge-plane}
 CP_KUBECONFIG=$CP_STATE/kubeconfig
