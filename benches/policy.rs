@@ -105,6 +105,7 @@ fn policies(c: &mut Criterion) {
         ("template-rust", Some(rust.into_os_string())),
         ("template-python", std::env::var_os("FLEDGE_PYTHON_TEMPLATE")),
         ("template-javascript", std::env::var_os("FLEDGE_JS_TEMPLATE")),
+        ("template-go", std::env::var_os("FLEDGE_GO_TEMPLATE")),
     ];
     for (label, path) in templates {
         let Some(path) = path else { continue };

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Criterion benchmarks of the policy runtime: the default component, the Python example, and the 0.2
-# templates in Rust, Python and JavaScript (fresh-Store call latency, cached load time, size).
+# templates in Rust, Python, JavaScript and Go (fresh-Store call latency, cached load time, size).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${FLEDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fledge}
@@ -15,5 +15,10 @@ tmp=$(dirname "$py")
   "$cache/npm-jco-1.35.0/node_modules/.bin/jco" componentize step.js -w wit -n step-policy --backend quickjs \
     --backend-qjs-stub-wasi --backend-qjs-disable-async -o "$tmp/template-javascript.wasm" >/dev/null)
 cd "$root"
-FLEDGE_PYTHON_POLICY=$py FLEDGE_PYTHON_TEMPLATE=$tmp/template-python.wasm FLEDGE_JS_TEMPLATE=$tmp/template-javascript.wasm \
+cargo build --locked --bin fledge
+(cd "$root/examples/policies/go" &&
+  GOTOOLCHAIN=local GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o "$tmp/template-go.core.wasm" . &&
+  "$root/target/debug/fledge" policy componentize "$tmp/template-go.core.wasm" --world step-policy \
+    -o "$tmp/template-go.wasm" >/dev/null)
+FLEDGE_GO_TEMPLATE=$tmp/template-go.wasm FLEDGE_PYTHON_POLICY=$py FLEDGE_PYTHON_TEMPLATE=$tmp/template-python.wasm FLEDGE_JS_TEMPLATE=$tmp/template-javascript.wasm \
   cargo bench --locked --bench policy "$@"

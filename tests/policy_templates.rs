@@ -114,6 +114,32 @@ fn build(lang: &str, dir: &Path) -> PathBuf {
                 out.to_str().expect("path"),
             ]));
         }
+        "go" => {
+            // The template's own unit test first, natively, as an author runs it.
+            let go = || {
+                let mut cmd = Command::new("go");
+                cmd.current_dir(dir).env("GOTOOLCHAIN", "local");
+                cmd
+            };
+            run(go().args(["test", "."]));
+            let core = dir.join("two-passes.core.wasm");
+            run(go()
+                .env("GOOS", "wasip1")
+                .env("GOARCH", "wasm")
+                .args(["build", "-buildmode=c-shared", "-o"])
+                .arg(&core)
+                .arg("."));
+            let (code, printed) = fledge(&[
+                "policy",
+                "componentize",
+                core.to_str().expect("path"),
+                "--world",
+                "step-policy",
+                "-o",
+                out.to_str().expect("path"),
+            ]);
+            assert_eq!(code, Some(0), "{printed}");
+        }
         other => panic!("no template for {other}"),
     }
     out
@@ -184,6 +210,12 @@ fn the_rust_template_from_policy_new_builds_standalone_and_passes_its_scenario()
 #[ignore = "needs componentize-py; run with make test"]
 fn the_python_template_from_policy_new_builds_and_passes_its_scenario() {
     template_passes_its_scenario("python");
+}
+
+#[test]
+#[ignore = "builds with the Go toolchain; run with make test"]
+fn the_go_template_from_policy_new_builds_and_passes_its_scenario() {
+    template_passes_its_scenario("go");
 }
 
 #[test]

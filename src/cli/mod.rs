@@ -1,5 +1,6 @@
 //! Subcommands of the `fledge` binary that are more than wiring.
 
+pub mod componentize;
 pub mod policy;
 pub mod record;
 pub mod scenario;

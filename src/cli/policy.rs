@@ -188,19 +188,12 @@ pub fn inspect(source: &str, auth: &Auth, insecure: bool) -> anyhow::Result<Insp
     })
 }
 
-/// Wraps a core module that wit-bindgen (or any tool that embeds the component type) built into a
-/// component, writes it to `output`, and describes it as the host loads it.
-pub fn componentize(module: &Path, output: &Path) -> anyhow::Result<Inspection> {
+/// Wraps a core module into a component (`world`: embed fledge's contract for it, for a module built without
+/// wit-bindgen), writes it to `output`, and describes it as the host loads it.
+pub fn componentize(module: &Path, world: Option<&str>, output: &Path) -> anyhow::Result<Inspection> {
     let bytes = std::fs::read(module).map_err(|e| anyhow::anyhow!("{}: {e}", module.display()))?;
-    anyhow::ensure!(
-        !crate::policy::is_component(&bytes),
-        "{} is already a component",
-        module.display()
-    );
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
-        .and_then(|encoder| encoder.validate(true).encode())
-        .map_err(|e| anyhow::anyhow!("{}: not a module with a component type: {e:#}", module.display()))?;
+    let component = super::componentize::componentize(&bytes, world)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", module.display()))?;
     std::fs::write(output, &component).map_err(|e| anyhow::anyhow!("{}: {e}", output.display()))?;
     inspect(&output.display().to_string(), &Auth::Anonymous, false)
 }

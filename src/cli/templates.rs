@@ -10,6 +10,7 @@ pub enum Lang {
     Rust,
     Python,
     Javascript,
+    Go,
 }
 
 /// (path inside the new directory, contents).
@@ -77,12 +78,38 @@ const JAVASCRIPT: Files = &[
     ),
 ];
 
+const GO: Files = &[
+    ("go.mod", include_str!("../../examples/policies/go/go.mod")),
+    ("rule.go", include_str!("../../examples/policies/go/rule.go")),
+    (
+        "rule_test.go",
+        include_str!("../../examples/policies/go/rule_test.go"),
+    ),
+    ("types.go", include_str!("../../examples/policies/go/types.go")),
+    ("abi.go", include_str!("../../examples/policies/go/abi.go")),
+    (
+        "log_native.go",
+        include_str!("../../examples/policies/go/log_native.go"),
+    ),
+    (
+        "scenario.yaml",
+        include_str!("../../examples/policies/go/scenario.yaml"),
+    ),
+    ("README.md", include_str!("../../examples/policies/go/README.md")),
+];
+
+/// The current contract's files (`wit/`), as a template carries them.
+pub fn contract() -> impl Iterator<Item = (&'static str, &'static str)> {
+    CONTRACT.iter().copied()
+}
+
 /// The files of `lang`'s template, the contract included.
 pub fn files(lang: Lang) -> impl Iterator<Item = (&'static str, &'static str)> {
     let own = match lang {
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
         Lang::Javascript => JAVASCRIPT,
+        Lang::Go => GO,
     };
     own.iter().chain(CONTRACT).copied()
 }
@@ -123,7 +150,7 @@ mod tests {
 
     #[test]
     fn every_template_carries_its_source_its_scenario_its_readme_and_the_contract() {
-        for lang in [Lang::Rust, Lang::Python, Lang::Javascript] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Javascript, Lang::Go] {
             let names: Vec<_> = files(lang).map(|(n, _)| n).collect();
             for needed in [
                 "scenario.yaml",
@@ -142,6 +169,7 @@ mod tests {
         let scenario = |lang| files(lang).find(|(n, _)| *n == "scenario.yaml").map(|(_, t)| t);
         assert_eq!(scenario(Lang::Rust), scenario(Lang::Python));
         assert_eq!(scenario(Lang::Rust), scenario(Lang::Javascript));
+        assert_eq!(scenario(Lang::Rust), scenario(Lang::Go));
     }
 
     #[test]

@@ -1,0 +1,3 @@
+module example.com/two-passes
+
+go 1.24
