@@ -263,6 +263,12 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             reconcile_deadline: args.reconcile_deadline,
             teardown_deadline: args.teardown_deadline,
             resync: args.resync,
+            // With leader election nothing is written until the Lease is held.
+            fence: if args.leader_elect {
+                fledge::controller::leader::Fence::closed()
+            } else {
+                fledge::controller::leader::Fence::open()
+            },
             ..Default::default()
         };
         let health = fledge::telemetry::health::WatchHealth::default();
@@ -270,6 +276,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             args.kubeconfig.as_deref(),
             &options.metrics,
             &health,
+            &options.fence,
         )
         .await?;
         // Ready once the API answers: a standby waiting for the Lease is ready to take over.

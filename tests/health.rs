@@ -92,8 +92,13 @@ async fn healthz_fails_while_the_api_is_cut_off_naming_the_watches_and_recovers_
     };
     // The controller's own client stack: every list and watch answer reports to /healthz.
     let health = fledge::telemetry::health::WatchHealth::with_limit(Duration::from_secs(2));
-    let client = fledge::telemetry::api_requests::observed_client(config, &options.metrics, &health)
-        .expect("client through the cable");
+    let client = fledge::telemetry::api_requests::observed_client(
+        config,
+        &options.metrics,
+        &health,
+        &fledge::controller::leader::Fence::open(),
+    )
+    .expect("client through the cable");
     let port = free_port();
     let server = tokio::spawn(fledge::telemetry::http::serve(
         ([127, 0, 0, 1], port).into(),

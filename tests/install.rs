@@ -102,7 +102,13 @@ async fn service_account_client(admin: &Client, metrics: &Metrics, health: &Watc
         token: Some(token.into()),
         ..Default::default()
     };
-    fledge::telemetry::api_requests::observed_client(config, metrics, health).expect("service account client")
+    fledge::telemetry::api_requests::observed_client(
+        config,
+        metrics,
+        health,
+        &fledge::controller::leader::Fence::open(),
+    )
+    .expect("service account client")
 }
 
 /// The `fledge_canary_weight` of `workload` in `ns` as `/metrics` shows it now.
@@ -384,4 +390,147 @@ async fn two_replicas_only_the_leader_acts_and_the_standby_finishes_the_rollout_
         image(&ns, "podinfo-primary").await.as_deref(),
         Some("stefanprodan/podinfo:3.1.1")
     );
+}
+
+/// The wall-clock times at which a controller's log (JSON lines) says it `sent` (or `refused: …`) a write
+/// other than to its Lease.
+fn writes_logged(log: &std::path::Path, outcome: &str) -> Vec<k8s_openapi::jiff::Timestamp> {
+    std::fs::read_to_string(log)
+        .expect("read the log")
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| {
+            entry["target"] == "fledge::writes"
+                && entry["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(outcome))
+                && entry["fields"]["resource"] != "leases"
+        })
+        .filter_map(|entry| entry["timestamp"].as_str()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_leader_cut_off_from_the_api_stops_writing_before_the_standby_takes_over_and_exits_when_it_returns()
+{
+    let ns = TestNamespace::create("partition").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let leases: Api<Lease> = ns.api();
+    let holder = || async {
+        leases
+            .get("fledge-leader-election")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .ok_or("no spec")?
+            .holder_identity
+            .ok_or_else(|| "no holder".to_owned())
+    };
+    // The leader logs every write it sends, with its time.
+    let log = std::env::temp_dir().join(format!("fledge-partition-{}.log", std::process::id()));
+    let mut leader = ControllerProcess::spawn_logged(
+        &ns.name,
+        &[
+            "--leader-elect",
+            "--lease-namespace",
+            &ns.name,
+            "--lease-duration",
+            "4s",
+        ],
+        &[
+            ("POD_NAME", "fledge-a"),
+            ("RUST_LOG", "warn,fledge::writes=debug"),
+            ("FLEDGE_LOG_JSON", "true"),
+        ],
+        Some(&log),
+    );
+    support::eventually("fledge-a leads", Duration::from_secs(15), || async {
+        let h = holder().await?;
+        if h.starts_with("fledge-a_") {
+            Ok(())
+        } else {
+            Err(h)
+        }
+    })
+    .await;
+    let _standby = replica(&ns.name, "fledge-b");
+    // A rollout webhook the test can slow down: the leader is frozen while a call is in flight, so it
+    // resumes in the middle of a reconcile with a write still to send.
+    let hooks = support::hooks::Hooks::start().await;
+    create_canary(
+        &ns,
+        json!({"interval": "1s", "threshold": 2, "stepWeight": 10, "maxWeight": 50,
+               "webhooks": [{"name": "slow", "type": "rollout", "url": format!("{}/slow", hooks.url),
+                             "timeout": "20s"}]}),
+    )
+    .await
+    .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_weights(&ns, (90, 10)).await;
+
+    // Partitioned mid-rollout, inside a reconcile: frozen, it renews nothing and sends nothing. The webhook
+    // answers while it is frozen, so on waking its reconcile goes straight on to write.
+    let before = hooks.calls("slow").len();
+    hooks.delay("slow", Duration::from_secs(6));
+    support::eventually(
+        "the leader calls the slow webhook",
+        Duration::from_secs(10),
+        || async {
+            if hooks.calls("slow").len() > before {
+                Ok(())
+            } else {
+                Err("no call yet".to_owned())
+            }
+        },
+    )
+    .await;
+    leader.signal("STOP");
+    hooks.delay("slow", Duration::ZERO);
+    support::eventually("fledge-b takes the lease", Duration::from_secs(20), || async {
+        let h = holder().await?;
+        if h.starts_with("fledge-b_") {
+            Ok(())
+        } else {
+            Err(h)
+        }
+    })
+    .await;
+    let taken = leases
+        .get("fledge-leader-election")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.acquire_time)
+        .expect("acquireTime")
+        .0;
+    wait_phase(&ns, Phase::Succeeded, LIMIT).await;
+    // The frozen leader's webhook call has been answered by now (6 s); its reconcile waits to go on.
+
+    // Back on the network: its fence has closed, so whatever it had in flight is refused; it exits.
+    leader.signal("CONT");
+    let status = leader
+        .exited_within(Duration::from_secs(15))
+        .await
+        .expect("the old leader exits once it sees its lease is gone");
+    assert_eq!(status.code(), Some(1), "lease lost is exit 1 so the pod restarts");
+    let sent = writes_logged(&log, "sent");
+    assert!(
+        !sent.is_empty(),
+        "the leader's writes are in its log: {}",
+        log.display()
+    );
+    assert!(
+        !writes_logged(&log, "refused").is_empty(),
+        "the reconcile it woke up in tried to write and was refused: {}",
+        log.display()
+    );
+    let late: Vec<_> = sent.iter().filter(|t| **t >= taken).collect();
+    assert!(
+        late.is_empty(),
+        "the old leader wrote after fledge-b took the lease at {taken}: {late:?}"
+    );
+    let _ = std::fs::remove_file(&log);
 }

@@ -59,6 +59,8 @@ pub struct Options {
     pub teardown_deadline: Duration,
     /// How often a canary's objects are re-applied without trusting the cache (`--resync`).
     pub resync: Duration,
+    /// Until when this replica may write (leader election); the client stack obeys it.
+    pub fence: leader::Fence,
 }
 
 /// `--reconcile-deadline`'s default.
@@ -86,6 +88,7 @@ impl Default for Options {
             reconcile_deadline: RECONCILE_DEADLINE,
             teardown_deadline: TEARDOWN_DEADLINE,
             resync: RESYNC,
+            fence: leader::Fence::open(),
         }
     }
 }
@@ -124,7 +127,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
     }
     if let Some(lease) = &options.lease {
         tokio::select! {
-            () = leader::acquire(&client, lease) => {}
+            () = leader::acquire(&client, lease, &options.fence) => {}
             () = shutdown_signal() => return Ended::Signal,
         }
     }
@@ -178,11 +181,16 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
     // needs to hear that it is time).
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let watchdog = {
-        let (client, lease, lost) = (client.clone(), options.lease.clone(), lost.clone());
+        let (client, lease, lost, fence) = (
+            client.clone(),
+            options.lease.clone(),
+            lost.clone(),
+            options.fence.clone(),
+        );
         tokio::spawn(async move {
             let keep = async {
                 match &lease {
-                    Some(lease) => leader::keep(&client, lease).await,
+                    Some(lease) => leader::keep(&client, lease, &fence).await,
                     None => std::future::pending().await,
                 }
             };
@@ -223,7 +231,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         return Ended::LeaseLost;
     }
     if let Some(lease) = &options.lease {
-        leader::release(&client, lease).await;
+        leader::release(&client, lease, &options.fence).await;
     }
     Ended::Signal
 }

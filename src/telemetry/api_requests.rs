@@ -9,6 +9,7 @@ use kube::client::{Body, ClientBuilder};
 
 use super::health::WatchHealth;
 use super::metrics::Metrics;
+use crate::controller::leader::Fence;
 
 /// The apiserver's verb and the resource (with subresource) of one request, e.g. `("patch", "canaries/status")`.
 pub fn classify(method: &Method, uri: &Uri) -> (&'static str, String) {
@@ -72,6 +73,7 @@ pub async fn counted_client(
     kubeconfig: Option<&Path>,
     metrics: &Metrics,
     health: &WatchHealth,
+    fence: &Fence,
 ) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
@@ -80,15 +82,16 @@ pub async fn counted_client(
         }
         None => kube::Config::infer().await?,
     };
-    observed_client(config, metrics, health)
+    observed_client(config, metrics, health, fence)
 }
 
-/// A client for `config` whose every request is counted in `metrics` and whose lists and watches report to
-/// `health`.
+/// A client for `config` whose every request is counted in `metrics`, whose lists and watches report to
+/// `health`, and whose writes pass `fence` (all but the Lease's own: a replica that no longer leads sends none).
 pub fn observed_client(
     config: kube::Config,
     metrics: &Metrics,
     health: &WatchHealth,
+    fence: &Fence,
 ) -> anyhow::Result<kube::Client> {
     let metrics = metrics.clone();
     let count = tower::util::MapRequestLayer::new(move |request: Request<Body>| {
@@ -96,17 +99,25 @@ pub fn observed_client(
         metrics.api_request(verb, &resource);
         identified(request)
     });
-    let observe = ObserveLayer(health.clone());
+    let observe = ObserveLayer {
+        health: health.clone(),
+        fence: fence.clone(),
+    };
     Ok(ClientBuilder::try_from(config)?
         .with_layer(&count)
         .with_layer(&observe)
         .build())
 }
 
-/// Reports the answer to every list and watch request to a [`WatchHealth`], as `"<verb> <resource>"`: a
-/// watch that reconnects sends no event, so its request's answer is the only sign it is back.
+/// Reports the answer to every list and watch request to a [`WatchHealth`], as `"<verb> <resource>"` (a
+/// watch that reconnects sends no event, so its request's answer is the only sign it is back), and refuses
+/// every write but the Lease's once the [`Fence`] has closed. Sent writes are logged at debug (target
+/// `fledge::writes`), refused ones at warn.
 #[derive(Clone)]
-struct ObserveLayer(WatchHealth);
+struct ObserveLayer {
+    health: WatchHealth,
+    fence: Fence,
+}
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
@@ -114,7 +125,8 @@ impl<S> tower::Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Observe {
             inner,
-            health: self.0.clone(),
+            health: self.health.clone(),
+            fence: self.fence.clone(),
         }
     }
 }
@@ -123,35 +135,61 @@ impl<S> tower::Layer<S> for ObserveLayer {
 struct Observe<S> {
     inner: S,
     health: WatchHealth,
+    fence: Fence,
 }
+
+/// A write refused because this replica no longer holds the Lease.
+#[derive(Debug, thiserror::Error)]
+#[error("not the leader: the Lease was not renewed in time, {verb} {resource} refused")]
+pub struct NotLeader {
+    verb: &'static str,
+    resource: String,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl<S, B> tower::Service<Request<Body>> for Observe<S>
 where
     S: tower::Service<Request<Body>, Response = Response<B>>,
     S::Future: Send + 'static,
-    S::Error: std::fmt::Display,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
 {
     type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<Response<B>, S::Error>>;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<Response<B>, BoxError>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let (verb, resource) = classify(request.method(), request.uri());
+        if is_write(verb) && resource != "leases" {
+            if !self.fence.permits() {
+                tracing::warn!(target: "fledge::writes", verb, %resource, "refused: not the leader");
+                return Box::pin(std::future::ready(Err(NotLeader { verb, resource }.into())));
+            }
+            tracing::debug!(target: "fledge::writes", verb, %resource, "sent");
+        }
         let watched = matches!(verb, "list" | "watch").then(|| format!("{verb} {resource}"));
         let answer = self.inner.call(request);
         let health = self.health.clone();
         Box::pin(async move {
-            let answer = answer.await;
+            let answer = answer.await.map_err(Into::into);
             if let Some(name) = watched {
                 health.observe(&name, outcome(&answer));
             }
             answer
         })
     }
+}
+
+fn is_write(verb: &str) -> bool {
+    matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
 }
 
 /// Whether a request was answered with success.

@@ -128,7 +128,23 @@ impl ControllerProcess {
 
     /// With more flags (`--leader-elect`, …) and environment variables (`POD_NAME`, …).
     pub fn spawn_with(ns: &str, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_logged(ns, flags, env, None)
+    }
+
+    /// Like [`Self::spawn_with`], its log (stderr) written to `log` when given; `RUST_LOG` in `env` wins.
+    pub fn spawn_logged(
+        ns: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let listen = format!("127.0.0.1:{}", super::prometheus::free_port());
+        let stderr = match log {
+            Some(path) => {
+                std::process::Stdio::from(std::fs::File::create(path).expect("create the log file"))
+            }
+            None => std::process::Stdio::inherit(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
             .args([
                 "controller",
@@ -142,8 +158,9 @@ impl ControllerProcess {
                 policy_dir(),
             ])
             .args(flags)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stderr(stderr)
             .spawn()
             .expect("start fledge controller");
         Self {
@@ -159,6 +176,27 @@ impl ControllerProcess {
     /// The exit status, if it has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT (`resume`): the process is frozen as a partitioned node would be.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub async fn exited_within(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        None
     }
 
     /// SIGKILL: no chance to clean up.

@@ -13,6 +13,8 @@ struct Inner {
     rollback_open: bool,
     /// Status for any other path (`/pre`, `/post`, `/events`…); 200 when unset.
     statuses: BTreeMap<String, u16>,
+    /// How long `/<path>` waits before it answers; none when unset.
+    delays: BTreeMap<String, std::time::Duration>,
     calls: Vec<(String, serde_json::Value)>,
 }
 
@@ -55,6 +57,15 @@ impl Hooks {
             .insert(path.trim_start_matches('/').to_owned(), status);
     }
 
+    /// How long `/<path>` waits before answering from now on (zero: at once).
+    pub fn delay(&self, path: &str, delay: std::time::Duration) {
+        self.inner
+            .lock()
+            .expect("hooks")
+            .delays
+            .insert(path.trim_start_matches('/').to_owned(), delay);
+    }
+
     /// Payloads received on `/<path>`, in order.
     pub fn calls(&self, path: &str) -> Vec<serde_json::Value> {
         let path = path.trim_start_matches('/');
@@ -80,21 +91,27 @@ async fn answer(
     Path(path): Path<String>,
     body: axum::body::Bytes,
 ) -> StatusCode {
-    let mut inner = inner.lock().expect("hooks");
-    let payload = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    inner.calls.push((path.clone(), payload));
-    let open = |yes: bool| {
-        if yes {
-            StatusCode::OK
-        } else {
-            StatusCode::FORBIDDEN
-        }
+    let (status, delay) = {
+        let mut inner = inner.lock().expect("hooks");
+        let payload = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        inner.calls.push((path.clone(), payload));
+        let open = |yes: bool| {
+            if yes {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        };
+        let status = match path.as_str() {
+            "gate/check" => open(inner.gate_open),
+            "rollback/check" => open(inner.rollback_open),
+            other => StatusCode::from_u16(inner.statuses.get(other).copied().unwrap_or(200))
+                .unwrap_or(StatusCode::OK),
+        };
+        (status, inner.delays.get(path.as_str()).copied())
     };
-    match path.as_str() {
-        "gate/check" => open(inner.gate_open),
-        "rollback/check" => open(inner.rollback_open),
-        other => {
-            StatusCode::from_u16(inner.statuses.get(other).copied().unwrap_or(200)).unwrap_or(StatusCode::OK)
-        }
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
+    status
 }
