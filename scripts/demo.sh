@@ -29,6 +29,8 @@ show() {
 
 echo "== installing the Canary CRD and the seed story's podinfo (kubeconfig: $kubeconfig)"
 kc apply --server-side -f "$root/deploy/crds.yaml" >/dev/null
+# fledge's own namespace, as the install has it: the key of its Secret checksums is kept there.
+kc apply -f "$root/deploy/namespace.yaml" >/dev/null
 kc wait --for=condition=Established crd/canaries.fledge.dev --timeout=60s >/dev/null
 kc apply -f "$root/examples/podinfo/namespace.yaml" >/dev/null
 kc apply -f "$root/examples/podinfo/deployment.yaml" -f "$root/examples/podinfo/service.yaml" >/dev/null

@@ -70,6 +70,10 @@ struct ControllerArgs {
     /// The Lease's namespace (in a pod: its own, from POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE", default_value = "fledge-system")]
     lease_namespace: String,
+    /// Where fledge keeps the key of its Secret checksums (the Secret `fledge-checksum-key`, created on first
+    /// start): its own namespace (in a pod, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "fledge-system")]
+    checksum_key_namespace: String,
     /// How long a Lease holds without renewal.
     #[arg(long, env = "FLEDGE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: std::time::Duration,
@@ -263,6 +267,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             reconcile_deadline: args.reconcile_deadline,
             teardown_deadline: args.teardown_deadline,
             resync: args.resync,
+            checksum_key_namespace: Some(args.checksum_key_namespace.clone()),
             // With leader election nothing is written until the Lease is held.
             fence: if args.leader_elect {
                 fledge::controller::leader::Fence::closed()

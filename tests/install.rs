@@ -148,6 +148,8 @@ async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_servic
         min_interval: Duration::from_secs(1),
         namespace: Some(ns.name.clone()),
         metrics: metrics.clone(),
+        // As installed: the key of Secret checksums in fledge-system, read or created on the role's rights.
+        checksum_key_namespace: Some("fledge-system".into()),
         ..Default::default()
     };
     let server = tokio::spawn(fledge::telemetry::http::serve(

@@ -13,7 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use super::ClusterError;
-use super::workload::content_hash;
+use super::workload::{content_hash, keyed_hash};
 
 /// The reflector stores a reconcile reads. Stores of the Istio kinds are `None` when the cluster does not
 /// serve them.
@@ -25,6 +25,9 @@ pub struct Index {
     pub destination_rules: Option<(Store<DynamicObject>, ApiResource)>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// The per-install key of Secret checksums (`controller::checksum_key`); without one (tests that run the
+    /// controller in process) a Secret is hashed like a ConfigMap.
+    secret_key: Option<std::sync::Arc<[u8]>>,
     memo: std::sync::Arc<Memo>,
 }
 
@@ -55,8 +58,10 @@ impl Index {
         destination_rules: Option<(Store<DynamicObject>, ApiResource)>,
         config_maps: Store<PartialObjectMeta<ConfigMap>>,
         secrets: Store<PartialObjectMeta<Secret>>,
+        secret_key: Option<std::sync::Arc<[u8]>>,
     ) -> Self {
         Self {
+            secret_key,
             deployments,
             services,
             virtual_services,
@@ -148,7 +153,10 @@ impl Index {
         let hash = if tracked(&object) {
             Some(match &object {
                 ConfigOrSecret::ConfigMap(cm) => content_hash(&(&cm.data, &cm.binary_data))?,
-                ConfigOrSecret::Secret(s) => content_hash(&s.data)?,
+                ConfigOrSecret::Secret(s) => match &self.secret_key {
+                    Some(key) => keyed_hash(key, &s.data)?,
+                    None => content_hash(&s.data)?,
+                },
             })
         } else {
             None

@@ -166,6 +166,18 @@ pub fn content_hash<T: serde::Serialize>(value: &T) -> Result<String, ClusterErr
     Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
+/// Like [`content_hash`], keyed: HMAC-SHA256 under `key` (16 hex digits), so a checksum shown in status
+/// reveals nothing of low-entropy content (a Secret's password) to whoever cannot read the key.
+pub fn keyed_hash<T: serde::Serialize>(key: &[u8], value: &T) -> Result<String, ClusterError> {
+    let json = serde_json::to_value(value).map_err(|source| ClusterError::Encode {
+        what: "hash input",
+        source,
+    })?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&key, json.to_string().as_bytes());
+    Ok(tag.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
 /// The revision a target offers: its pod template plus the content of the configs it references.
 pub fn revision(target: &Deployment, configs: &BTreeMap<String, String>) -> Result<String, ClusterError> {
     let template = target.spec.as_ref().map(|s| &s.template);

@@ -1,6 +1,7 @@
 //! The controller: watches Canaries, their target Deployments and the configs those reference, and runs
 //! one reconcile per change or per analysis interval — observe → decide → act → record.
 
+pub mod checksum_key;
 mod events;
 mod judge;
 pub mod leader;
@@ -61,6 +62,9 @@ pub struct Options {
     pub resync: Duration,
     /// Until when this replica may write (leader election); the client stack obeys it.
     pub fence: leader::Fence,
+    /// The namespace of the Secret keying Secret checksums (`checksum_key`), created there on first start;
+    /// none hashes Secrets unkeyed (tests that run the controller in process).
+    pub checksum_key_namespace: Option<String>,
 }
 
 /// `--reconcile-deadline`'s default.
@@ -89,6 +93,7 @@ impl Default for Options {
             teardown_deadline: TEARDOWN_DEADLINE,
             resync: RESYNC,
             fence: leader::Fence::open(),
+            checksum_key_namespace: None,
         }
     }
 }
@@ -154,7 +159,22 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         Err(e) => return Ended::SetupFailed(e.to_string()),
     };
     let controller = Controller::for_stream(canaries, reader.clone());
-    let (controller, index) = watches::wire(controller, &client, options.namespace.as_deref(), &reader).await;
+    // Read (or created) once this replica leads: a standby writes nothing.
+    let secret_key = match &options.checksum_key_namespace {
+        Some(namespace) => match checksum_key::load_or_create(&client, namespace).await {
+            Ok(key) => Some(key),
+            Err(why) => return Ended::SetupFailed(why),
+        },
+        None => None,
+    };
+    let (controller, index) = watches::wire(
+        controller,
+        &client,
+        options.namespace.as_deref(),
+        &reader,
+        secret_key,
+    )
+    .await;
     let ctx = match Context::new(
         client.clone(),
         policies.clone(),

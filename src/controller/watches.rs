@@ -90,6 +90,7 @@ pub async fn wire(
     client: &Client,
     namespace: Option<&str>,
     canaries: &Store<Canary>,
+    secret_key: Option<std::sync::Arc<[u8]>>,
 ) -> (Controller<Canary>, Index) {
     let (deployments, deployments_in) = reflector::store::<Deployment>();
     let (services, services_in) = reflector::store::<Service>();
@@ -158,6 +159,7 @@ pub async fn wire(
         destination_rules,
         config_maps,
         secrets,
+        secret_key,
     );
     (controller, index)
 }

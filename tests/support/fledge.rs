@@ -156,6 +156,9 @@ impl ControllerProcess {
                 &listen,
                 "--policy-dir",
                 policy_dir(),
+                // The test namespace stands in for fledge's own (the key of Secret checksums lives there).
+                "--checksum-key-namespace",
+                ns,
             ])
             .args(flags)
             .env("RUST_LOG", "warn")
