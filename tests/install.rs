@@ -358,21 +358,7 @@ async fn two_replicas_only_the_leader_acts_and_the_standby_finishes_the_rollout_
     // Kill the leader mid-rollout; the standby takes the Lease within its duration and finishes.
     let killed_at = tokio::time::Instant::now();
     replicas[leader].kill();
-    support::eventually("the standby holds the lease", Duration::from_secs(15), || async {
-        let holder = leases
-            .get("fledge-leader-election")
-            .await
-            .map_err(|e| e.to_string())?
-            .spec
-            .and_then(|s| s.holder_identity)
-            .unwrap_or_default();
-        if holder.starts_with(&format!("{standby_name}_")) {
-            Ok(())
-        } else {
-            Err(holder)
-        }
-    })
-    .await;
+    wait_holder(&leases, standby_name, Duration::from_secs(15)).await;
     let took_over = killed_at.elapsed();
     wait_phase(&ns, Phase::Succeeded, LIMIT).await;
     recorder.abort();
@@ -392,6 +378,25 @@ async fn two_replicas_only_the_leader_acts_and_the_standby_finishes_the_rollout_
         image(&ns, "podinfo-primary").await.as_deref(),
         Some("stefanprodan/podinfo:3.1.1")
     );
+}
+
+/// Waits until replica `name` (its identity is `<name>_<pid>`) holds the Lease.
+async fn wait_holder(leases: &Api<Lease>, name: &str, limit: Duration) {
+    support::eventually(&format!("{name} holds the lease"), limit, || async {
+        let holder = leases
+            .get("fledge-leader-election")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        if holder.starts_with(&format!("{name}_")) {
+            Ok(())
+        } else {
+            Err(holder)
+        }
+    })
+    .await;
 }
 
 /// The wall-clock times at which a controller's log (JSON lines) says it `sent` (or `refused: …`) a write
@@ -420,16 +425,6 @@ async fn a_leader_cut_off_from_the_api_stops_writing_before_the_standby_takes_ov
     install_crds(&ns.client).await;
     create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
     let leases: Api<Lease> = ns.api();
-    let holder = || async {
-        leases
-            .get("fledge-leader-election")
-            .await
-            .map_err(|e| e.to_string())?
-            .spec
-            .ok_or("no spec")?
-            .holder_identity
-            .ok_or_else(|| "no holder".to_owned())
-    };
     // The leader logs every write it sends, with its time.
     let log = std::env::temp_dir().join(format!("fledge-partition-{}.log", std::process::id()));
     let mut leader = ControllerProcess::spawn_logged(
@@ -448,15 +443,7 @@ async fn a_leader_cut_off_from_the_api_stops_writing_before_the_standby_takes_ov
         ],
         Some(&log),
     );
-    support::eventually("fledge-a leads", Duration::from_secs(15), || async {
-        let h = holder().await?;
-        if h.starts_with("fledge-a_") {
-            Ok(())
-        } else {
-            Err(h)
-        }
-    })
-    .await;
+    wait_holder(&leases, "fledge-a", Duration::from_secs(15)).await;
     let _standby = replica(&ns.name, "fledge-b");
     // A rollout webhook the test can slow down: the leader is frozen while a call is in flight, so it
     // resumes in the middle of a reconcile with a write still to send.
@@ -491,15 +478,7 @@ async fn a_leader_cut_off_from_the_api_stops_writing_before_the_standby_takes_ov
     .await;
     leader.signal("STOP");
     hooks.delay("slow", Duration::ZERO);
-    support::eventually("fledge-b takes the lease", Duration::from_secs(20), || async {
-        let h = holder().await?;
-        if h.starts_with("fledge-b_") {
-            Ok(())
-        } else {
-            Err(h)
-        }
-    })
-    .await;
+    wait_holder(&leases, "fledge-b", Duration::from_secs(20)).await;
     let taken = leases
         .get("fledge-leader-election")
         .await
