@@ -16,6 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
+use serde::Deserialize;
 use serde_json::json;
 use support::TestNamespace;
 use support::fledge::*;
@@ -74,6 +75,56 @@ fn apply_kustomization() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Verbs of the ClusterRole the seed story does not send, each with the path that does.
+const GRANTED_FOR_OTHER_PATHS: &[(&str, &str)] = &[
+    // ownerReferences with blockOwnerDeletion on what a Canary owns (OwnerReferencesPermissionEnforcement)
+    ("update", "canaries/finalizers"),
+    // analysis.metrics[].templateRef (tests/analysis.rs)
+    ("get", "metrictemplates"),
+    // a ClusterPolicy's readiness (tests/policy_resources.rs)
+    ("patch", "clusterpolicies/status"),
+    // autoscalerRef: the -primary HPA copy (tests/lifecycle_seed.rs), released at the teardown deadline
+    ("get", "horizontalpodautoscalers"),
+    ("patch", "horizontalpodautoscalers"),
+    ("create", "horizontalpodautoscalers"),
+    // tracked ConfigMaps and Secrets: the -primary copies (tests/lifecycle_rollback.rs, tests/checksums.rs)
+    ("patch", "configmaps"),
+    ("create", "configmaps"),
+    ("patch", "secrets"),
+    // … and the checksum key, created on the first start on a plane (this story, unless it ran before)
+    ("create", "secrets"),
+    // a user's VirtualService fledge took over is handed back (tests/teardown.rs)
+    ("update", "virtualservices"),
+    // a repeated event is counted on the first one (src/controller/events.rs)
+    ("patch", "events"),
+];
+
+/// (verb, resource) of every rule of deploy/rbac.yaml's ClusterRole.
+fn granted() -> Vec<(String, String)> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).expect("rbac.yaml");
+    let role = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml::Value::deserialize(doc).expect("yaml"))
+        .find(|doc| doc["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut grants = Vec::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        for resource in strings(&rule["resources"]) {
+            for verb in strings(&rule["verbs"]) {
+                grants.push((verb, resource.clone()));
+            }
+        }
+    }
+    grants
 }
 
 /// A client that is fledge's ServiceAccount and nothing more: a token from the TokenRequest API. Its
@@ -263,6 +314,45 @@ async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_servic
     assert_eq!(
         image(&ns, "podinfo-primary").await.as_deref(),
         Some("stefanprodan/podinfo:3.1.1")
+    );
+    // Deleted on the role's rights too: the app is restored and the Canary goes.
+    ns.api::<fledge::api::Canary>()
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("delete canary");
+    support::eventually("the Canary is gone", LIMIT, || async {
+        match ns.api::<fledge::api::Canary>().get_opt("podinfo").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Every verb the ClusterRole grants was sent in this story, or serves a path the story does not take.
+    let mut used: BTreeSet<(String, String)> = api_requests(&url)
+        .await
+        .expect("scrape")
+        .into_iter()
+        .map(|(verb, resource, _)| (verb, resource))
+        .collect();
+    // A server-side apply that makes an object is a patch the API authorises as create.
+    let applied: Vec<String> = used
+        .iter()
+        .filter(|(verb, _)| verb == "patch")
+        .map(|(_, resource)| resource.clone())
+        .collect();
+    used.extend(
+        applied
+            .into_iter()
+            .map(|resource| ("create".to_owned(), resource)),
+    );
+    let unexercised: Vec<(String, String)> = granted()
+        .into_iter()
+        .filter(|grant| !used.contains(grant))
+        .filter(|(verb, resource)| !GRANTED_FOR_OTHER_PATHS.contains(&(verb.as_str(), resource.as_str())))
+        .collect();
+    assert!(
+        unexercised.is_empty(),
+        "deploy/rbac.yaml grants what fledge did not send and no listed path needs: {unexercised:?}"
     );
     controller.abort();
     server.abort();
