@@ -325,6 +325,8 @@ impl PolicyComponent {
         f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         let limits = &self.limits;
+        // The epoch ticker runs while this guard lives: the deadline below needs it.
+        let _running = self.engine.ticker.enter();
         let canary = format!("{}.{}", rollout.name, rollout.namespace);
         let mut store = Store::new(
             &self.engine.engine,

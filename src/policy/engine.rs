@@ -1,4 +1,4 @@
-//! One wasmtime Engine for the process: its limits, the epoch ticker that enforces deadlines, the on-disk
+//! One wasmtime Engine for the process: its limits, the epoch ticker that enforces deadlines (`ticker`), the on-disk
 //! compile cache, and the in-memory set of loaded components keyed by digest.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, P
 
 use super::component::{Grants, PolicyComponent};
 use super::error::PolicyError;
+use super::ticker::Ticker;
 
 /// Bounds on every policy call.
 #[derive(Debug, Clone)]
@@ -53,6 +54,7 @@ type Loaded = HashMap<(String, Grants), Arc<PolicyComponent>>;
 pub struct PolicyEngine {
     pub(super) engine: Engine,
     pub(super) limits: Limits,
+    pub(super) ticker: Ticker,
     loaded: Arc<Mutex<Loaded>>,
 }
 
@@ -88,10 +90,11 @@ impl PolicyEngine {
             config.cache(Some(cache));
         }
         let engine = Engine::new(&config).map_err(|e| setup(format!("{e:#}")))?;
-        spawn_epoch_ticker(&engine, limits.tick).map_err(|e| setup(format!("epoch ticker: {e}")))?;
+        let ticker = Ticker::spawn(&engine, limits.tick).map_err(|e| setup(format!("epoch ticker: {e}")))?;
         Ok(Self {
             engine,
             limits,
+            ticker,
             loaded: Arc::default(),
         })
     }
@@ -145,21 +148,4 @@ impl PolicyEngine {
         }
         Ok(component)
     }
-}
-
-/// Advances the engine's epoch every `tick` until the engine is dropped.
-fn spawn_epoch_ticker(engine: &Engine, tick: Duration) -> std::io::Result<()> {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("fledge-policy-epoch".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(tick);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-            }
-        })?;
-    Ok(())
 }

@@ -9,6 +9,7 @@ mod convert;
 mod engine;
 mod error;
 mod host;
+mod ticker;
 pub mod types;
 
 pub use builtin::{BUILTIN_DEFAULT, BUILTIN_SEQUENTIAL, BUILTINS, builtin, builtin_names, read_source};
