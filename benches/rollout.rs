@@ -3,7 +3,7 @@
 //! - Kubernetes API requests fledge sends per canary per analysis interval while progressing, by verb and
 //!   resource, from the controller's own `fledge_kube_requests_total` (watches are long-lived and excluded);
 //! - time from deleting the Canary to the app restored and the Canary gone;
-//! - controller RSS (now and peak).
+//! - controller RSS (now and peak), and its CPU seconds (from /proc) per rollout and per idle minute.
 //!
 //! Run with `make figures` (starts and stops the plane). Under `cargo test` it only says how to run it.
 
@@ -25,6 +25,8 @@ use support::fledge::*;
 const LIMIT: Duration = Duration::from_secs(120);
 /// Analysis interval while counting requests: long enough that one interval is one step.
 const COUNTED_INTERVAL: &str = "5s";
+/// How long the controller is watched at rest.
+const IDLE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() {
@@ -44,8 +46,12 @@ async fn main() {
     .expect("create canary");
     wait_phase(&ns, Phase::Initialized, LIMIT).await;
     let idle_rss = support::rss_kib(controller.pid(), "VmRSS");
+    // An initialized canary with nothing to do: what the controller costs at rest.
+    let before = support::cpu_seconds(controller.pid());
+    tokio::time::sleep(IDLE).await;
+    let idle_cpu = support::cpu_seconds(controller.pid()) - before;
 
-    let scale_ups = set_image_to_scale_up(&ns, 5).await;
+    let (scale_ups, cpu) = set_image_to_scale_up(&ns, controller.pid(), 5).await;
     let requests = requests_per_interval(&ns, &controller.metrics_url).await;
     let rss = support::rss_kib(controller.pid(), "VmRSS");
     let peak = support::rss_kib(controller.pid(), "VmHWM");
@@ -61,6 +67,17 @@ async fn main() {
         sorted[sorted.len() - 1],
         sorted.len(),
         scale_ups
+    );
+    let mut cpu_sorted = cpu.clone();
+    cpu_sorted.sort_by(f64::total_cmp);
+    println!(
+        "controller CPU per rollout (interval 1s, 3 steps to 60 %, set image → Succeeded): median {:.2} s, max {:.2} s ({cpu:?})",
+        cpu_sorted[cpu_sorted.len() / 2],
+        cpu_sorted[cpu_sorted.len() - 1],
+    );
+    println!(
+        "controller CPU at rest (one initialized canary): {:.2} s per minute",
+        idle_cpu * 60.0 / IDLE.as_secs_f64()
     );
     let (intervals, by_kind) = requests;
     let total: f64 = by_kind.values().sum::<u64>() as f64;
@@ -80,11 +97,13 @@ async fn main() {
     );
 }
 
-/// Ships `n` new images one after the other; for each, the time until `podinfo` has replicas again.
-async fn set_image_to_scale_up(ns: &TestNamespace, n: usize) -> Vec<Duration> {
-    let mut took = Vec::new();
+/// Ships `n` new images one after the other; for each, the time until `podinfo` has replicas again, and the
+/// CPU seconds controller `pid` spent from the new image to Succeeded.
+async fn set_image_to_scale_up(ns: &TestNamespace, pid: u32, n: usize) -> (Vec<Duration>, Vec<f64>) {
+    let (mut took, mut cpu) = (Vec::new(), Vec::new());
     for i in 1..=n {
         let shipped = format!("stefanprodan/podinfo:3.1.{i}");
+        let cpu_before = support::cpu_seconds(pid);
         let start = Instant::now();
         set_image(ns, &shipped).await;
         loop {
@@ -105,8 +124,9 @@ async fn set_image_to_scale_up(ns: &TestNamespace, n: usize) -> Vec<Duration> {
             }
         })
         .await;
+        cpu.push(support::cpu_seconds(pid) - cpu_before);
     }
-    took
+    (took, cpu)
 }
 
 /// A slow rollout (5 % steps every COUNTED_INTERVAL); counts requests between weight 10 and weight 60.

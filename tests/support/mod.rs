@@ -93,6 +93,20 @@ where
 }
 
 /// A field of a process's /proc status (`VmRSS`, `VmHWM`), in KiB; 0 when it cannot be read.
+/// CPU seconds (user + system) process `pid` has used so far, from /proc/<pid>/stat (in clock ticks of 1/100 s,
+/// Linux's USER_HZ).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields are counted after its closing parenthesis, where field 3 starts.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15.
+    (field(14) + field(15)) as f64 / 100.0
+}
+
 pub fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
