@@ -51,8 +51,8 @@ async fn main() {
     tokio::time::sleep(IDLE).await;
     let idle_cpu = support::cpu_seconds(controller.pid()) - before;
 
-    let (scale_ups, cpu) = set_image_to_scale_up(&ns, controller.pid(), 5).await;
-    let requests = requests_per_interval(&ns, &controller.metrics_url).await;
+    let (scale_ups, costs) = set_image_to_scale_up(&ns, controller.pid(), &controller.metrics_url, 5).await;
+    let per_interval = requests_per_interval(&ns, &controller.metrics_url).await;
     let rss = support::rss_kib(controller.pid(), "VmRSS");
     let peak = support::rss_kib(controller.pid(), "VmHWM");
     let teardown = delete_and_restore(&ns).await;
@@ -68,8 +68,15 @@ async fn main() {
         sorted.len(),
         scale_ups
     );
+    let cpu: Vec<f64> = costs.iter().map(|c| c.cpu).collect();
     let mut cpu_sorted = cpu.clone();
     cpu_sorted.sort_by(f64::total_cmp);
+    let mut requests: Vec<u64> = costs.iter().map(|c| c.requests).collect();
+    println!(
+        "API requests per rollout (watches excluded, set image → Succeeded, 3 steps to 60 %): {requests:?}"
+    );
+    requests.sort_unstable();
+    println!("  median {} requests per rollout", requests[requests.len() / 2]);
     println!(
         "controller CPU per rollout (interval 1s, 3 steps to 60 %, set image → Succeeded): median {:.2} s, max {:.2} s ({cpu:?})",
         cpu_sorted[cpu_sorted.len() / 2],
@@ -79,7 +86,7 @@ async fn main() {
         "controller CPU at rest (one initialized canary): {:.2} s per minute",
         idle_cpu * 60.0 / IDLE.as_secs_f64()
     );
-    let (intervals, by_kind) = requests;
+    let (intervals, by_kind) = per_interval;
     let total: f64 = by_kind.values().sum::<u64>() as f64;
     println!(
         "API requests per canary per analysis interval while progressing: {:.1} (over {intervals} intervals of {COUNTED_INTERVAL})",
@@ -97,13 +104,37 @@ async fn main() {
     );
 }
 
-/// Ships `n` new images one after the other; for each, the time until `podinfo` has replicas again, and the
-/// CPU seconds controller `pid` spent from the new image to Succeeded.
-async fn set_image_to_scale_up(ns: &TestNamespace, pid: u32, n: usize) -> (Vec<Duration>, Vec<f64>) {
-    let (mut took, mut cpu) = (Vec::new(), Vec::new());
+/// What one rollout cost the controller: CPU seconds and API requests (watches excluded), new image → Succeeded.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    cpu: f64,
+    requests: u64,
+}
+
+/// Non-watch requests the controller behind `url` has sent so far.
+async fn requests_so_far(url: &str) -> u64 {
+    api_requests(url)
+        .await
+        .expect("scrape the controller")
+        .iter()
+        .filter(|(verb, _, _)| verb != "watch")
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+/// Ships `n` new images one after the other; for each, the time until `podinfo` has replicas again, and what
+/// controller `pid` (metrics at `url`) spent from the new image to Succeeded.
+async fn set_image_to_scale_up(
+    ns: &TestNamespace,
+    pid: u32,
+    url: &str,
+    n: usize,
+) -> (Vec<Duration>, Vec<Cost>) {
+    let (mut took, mut cost) = (Vec::new(), Vec::new());
     for i in 1..=n {
         let shipped = format!("stefanprodan/podinfo:3.1.{i}");
         let cpu_before = support::cpu_seconds(pid);
+        let requests_before = requests_so_far(url).await;
         let start = Instant::now();
         set_image(ns, &shipped).await;
         loop {
@@ -124,9 +155,12 @@ async fn set_image_to_scale_up(ns: &TestNamespace, pid: u32, n: usize) -> (Vec<D
             }
         })
         .await;
-        cpu.push(support::cpu_seconds(pid) - cpu_before);
+        cost.push(Cost {
+            cpu: support::cpu_seconds(pid) - cpu_before,
+            requests: requests_so_far(url).await - requests_before,
+        });
     }
-    (took, cpu)
+    (took, cost)
 }
 
 /// A slow rollout (5 % steps every COUNTED_INTERVAL); counts requests between weight 10 and weight 60.
