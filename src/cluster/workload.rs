@@ -158,24 +158,31 @@ pub fn referenced_configs(template: &PodTemplateSpec) -> BTreeSet<String> {
 /// A short content hash (16 hex digits of sha256) of any serialisable value; JSON maps are key-sorted, so
 /// equal content always hashes equal.
 pub fn content_hash<T: serde::Serialize>(value: &T) -> Result<String, ClusterError> {
-    let json = serde_json::to_value(value).map_err(|source| ClusterError::Encode {
-        what: "hash input",
-        source,
-    })?;
-    let digest = Sha256::digest(json.to_string().as_bytes());
-    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    Ok(short_hex(&Sha256::digest(hash_input(value)?.as_bytes())))
 }
 
 /// Like [`content_hash`], keyed: HMAC-SHA256 under `key` (16 hex digits), so a checksum shown in status
 /// reveals nothing of low-entropy content (a Secret's password) to whoever cannot read the key.
 pub fn keyed_hash<T: serde::Serialize>(key: &[u8], value: &T) -> Result<String, ClusterError> {
-    let json = serde_json::to_value(value).map_err(|source| ClusterError::Encode {
-        what: "hash input",
-        source,
-    })?;
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let tag = ring::hmac::sign(&key, json.to_string().as_bytes());
-    Ok(tag.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect())
+    Ok(short_hex(
+        ring::hmac::sign(&key, hash_input(value)?.as_bytes()).as_ref(),
+    ))
+}
+
+/// What a hash is taken of: the value as JSON text, maps key-sorted.
+fn hash_input<T: serde::Serialize>(value: &T) -> Result<String, ClusterError> {
+    serde_json::to_value(value)
+        .map(|json| json.to_string())
+        .map_err(|source| ClusterError::Encode {
+            what: "hash input",
+            source,
+        })
+}
+
+/// The first 8 bytes of a digest as 16 hex digits.
+fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The revision a target offers: its pod template plus the content of the configs it references.

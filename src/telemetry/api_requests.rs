@@ -93,28 +93,22 @@ pub fn observed_client(
     health: &WatchHealth,
     fence: &Fence,
 ) -> anyhow::Result<kube::Client> {
-    let metrics = metrics.clone();
-    let count = tower::util::MapRequestLayer::new(move |request: Request<Body>| {
-        let (verb, resource) = classify(request.method(), request.uri());
-        metrics.api_request(verb, &resource);
-        identified(request)
-    });
     let observe = ObserveLayer {
+        metrics: metrics.clone(),
         health: health.clone(),
         fence: fence.clone(),
     };
-    Ok(ClientBuilder::try_from(config)?
-        .with_layer(&count)
-        .with_layer(&observe)
-        .build())
+    Ok(ClientBuilder::try_from(config)?.with_layer(&observe).build())
 }
 
-/// Reports the answer to every list and watch request to a [`WatchHealth`], as `"<verb> <resource>"` (a
-/// watch that reconnects sends no event, so its request's answer is the only sign it is back), and refuses
-/// every write but the Lease's once the [`Fence`] has closed. Sent writes are logged at debug (target
-/// `fledge::writes`), refused ones at warn.
+/// Every request, classified once: refused if it is a write (but the Lease's) and the [`Fence`] has closed
+/// (logged at warn, target `fledge::writes`; sent writes at debug); otherwise counted in [`Metrics`], named
+/// with fledge's User-Agent, and — for lists and watches — its answer reported to a [`WatchHealth`] as
+/// `"<verb> <resource>"` (a watch that reconnects sends no event, so its request's answer is the only sign it
+/// is back).
 #[derive(Clone)]
 struct ObserveLayer {
+    metrics: Metrics,
     health: WatchHealth,
     fence: Fence,
 }
@@ -125,8 +119,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Observe {
             inner,
-            health: self.health.clone(),
-            fence: self.fence.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -134,8 +127,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 #[derive(Clone)]
 struct Observe<S> {
     inner: S,
-    health: WatchHealth,
-    fence: Fence,
+    layer: ObserveLayer,
 }
 
 /// A write refused because this replica no longer holds the Lease.
@@ -166,15 +158,16 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let (verb, resource) = classify(request.method(), request.uri());
         if is_write(verb) && resource != "leases" {
-            if !self.fence.permits() {
+            if !self.layer.fence.permits() {
                 tracing::warn!(target: "fledge::writes", verb, %resource, "refused: not the leader");
                 return Box::pin(std::future::ready(Err(NotLeader { verb, resource }.into())));
             }
             tracing::debug!(target: "fledge::writes", verb, %resource, "sent");
         }
+        self.layer.metrics.api_request(verb, &resource);
         let watched = matches!(verb, "list" | "watch").then(|| format!("{verb} {resource}"));
-        let answer = self.inner.call(request);
-        let health = self.health.clone();
+        let answer = self.inner.call(identified(request));
+        let health = self.layer.health.clone();
         Box::pin(async move {
             let answer = answer.await.map_err(Into::into);
             if let Some(name) = watched {
