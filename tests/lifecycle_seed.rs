@@ -121,7 +121,7 @@ async fn seed_story_initialises_walks_20_40_60_and_promotes() {
 
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
-async fn the_targets_autoscaler_is_copied_for_the_primary() {
+async fn the_targets_autoscaler_is_copied_for_the_primary_and_its_edits_follow() {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     use kube::api::PostParams;
 
@@ -165,6 +165,27 @@ async fn the_targets_autoscaler_is_copied_for_the_primary() {
     let spec = copy.spec.expect("spec");
     assert_eq!(spec.scale_target_ref.name, "podinfo-primary");
     assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 4));
+    // An edit to the target's HPA reaches the copy on an idle canary (its watch wakes the canary).
+    ns.api::<HorizontalPodAutoscaler>()
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"maxReplicas": 6}})),
+        )
+        .await
+        .expect("edit the target's hpa");
+    support::eventually("the copy follows the edit", LIMIT, || async {
+        let copy = ns
+            .api::<HorizontalPodAutoscaler>()
+            .get("podinfo-primary")
+            .await
+            .map_err(|e| e.to_string())?;
+        match copy.spec.map(|s| s.max_replicas) {
+            Some(6) => Ok(()),
+            other => Err(format!("maxReplicas {other:?}")),
+        }
+    })
+    .await;
     controller.abort();
 }
 

@@ -60,6 +60,10 @@ impl Actor<'_> {
             Action::EnsurePrimary => {
                 if self.snapshot.observed.primary.is_none() {
                     self.write_primary(None).await?;
+                } else {
+                    // The target's HPA may have been edited since: its copy follows (from the cache, so an
+                    // unchanged one costs no request), as Flagger keeps the primary's in sync.
+                    self.copy_autoscaler().await?;
                 }
             }
             Action::PromotePrimary => {
@@ -126,18 +130,21 @@ impl Actor<'_> {
         self.copy_autoscaler().await
     }
 
-    /// Applies `<hpa>-primary` for the primary when the Canary names an autoscaler that exists.
+    /// Applies `<hpa>-primary` for the primary when the Canary names an autoscaler that exists, unless the
+    /// cached copy already is as desired.
     async fn copy_autoscaler(&self) -> Result<(), ClusterError> {
         let Some(name) = self.autoscaler else {
             return Ok(());
         };
+        let Some(hpa) = self.index.autoscaler(self.namespace, name) else {
+            return Ok(());
+        };
+        let copy = primary_hpa(&hpa, &self.spec.target, self.owner.clone());
         let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), self.namespace);
-        if let Some(hpa) = hpas.get_opt(name).await? {
-            let copy = primary_hpa(&hpa, &self.spec.target, self.owner.clone());
-            hpas.patch(&primary_name(name), &Self::apply_params(), &Patch::Apply(&copy))
-                .await?;
-        }
-        Ok(())
+        let copy_name = primary_name(name);
+        let live = self.index.autoscaler(self.namespace, &copy_name);
+        self.apply_changed(&hpas, "horizontalpodautoscaler", &copy_name, &copy, live)
+            .await
     }
 
     async fn copy_configs(&self) -> Result<(), ClusterError> {

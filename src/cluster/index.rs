@@ -1,4 +1,5 @@
-//! What the controller knows of the cluster without asking: reflector stores of every kind a tick reads,
+//! What the controller knows of the cluster without asking: reflector stores of every kind a tick reads
+//! (Deployments, Services, HorizontalPodAutoscalers, VirtualServices, DestinationRules),
 //! filled by the same watches that wake Canaries, so a reconcile reads memory, not the API. ConfigMaps and
 //! Secrets are watched as metadata only; their content is fetched once per resourceVersion to hash it.
 //! Writes are remembered by what they applied, so an object already as desired is not written again.
@@ -6,7 +7,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -21,6 +25,7 @@ use super::workload::{content_hash, keyed_hash};
 pub struct Index {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
     pub virtual_services: Option<(Store<DynamicObject>, ApiResource)>,
     pub destination_rules: Option<(Store<DynamicObject>, ApiResource)>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
@@ -29,6 +34,10 @@ pub struct Index {
     /// controller in process) a Secret is hashed like a ConfigMap.
     secret_key: Option<std::sync::Arc<[u8]>>,
     memo: std::sync::Arc<Memo>,
+    /// Resolves once every store has listed. One shared future polls each store's readiness: kube's
+    /// `Store::wait_until_ready` wakes only the waiter that polled it last, so of many reconciles waiting
+    /// at startup all but one slept on (found by `make scale`; `every_waiter_wakes_when_the_caches_fill`).
+    ready: Shared<BoxFuture<'static, ()>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -50,41 +59,73 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Every store the watches fill, handed to [`Index::new`].
+#[allow(missing_debug_implementations)] // stores of whole clusters: nothing worth printing
+pub struct Stores {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    pub virtual_services: Option<(Store<DynamicObject>, ApiResource)>,
+    pub destination_rules: Option<(Store<DynamicObject>, ApiResource)>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+}
+
 impl Index {
-    pub fn new(
-        deployments: Store<Deployment>,
-        services: Store<Service>,
-        virtual_services: Option<(Store<DynamicObject>, ApiResource)>,
-        destination_rules: Option<(Store<DynamicObject>, ApiResource)>,
-        config_maps: Store<PartialObjectMeta<ConfigMap>>,
-        secrets: Store<PartialObjectMeta<Secret>>,
-        secret_key: Option<std::sync::Arc<[u8]>>,
-    ) -> Self {
+    pub fn new(stores: Stores, secret_key: Option<std::sync::Arc<[u8]>>) -> Self {
+        let Stores {
+            deployments,
+            services,
+            autoscalers,
+            virtual_services,
+            destination_rules,
+            config_maps,
+            secrets,
+        } = stores;
+        let ready = {
+            let (deployments, services, autoscalers, config_maps, secrets) = (
+                deployments.clone(),
+                services.clone(),
+                autoscalers.clone(),
+                config_maps.clone(),
+                secrets.clone(),
+            );
+            let istio: Vec<Store<DynamicObject>> = [&virtual_services, &destination_rules]
+                .into_iter()
+                .flatten()
+                .map(|(store, _)| store.clone())
+                .collect();
+            async move {
+                let _ = deployments.wait_until_ready().await;
+                let _ = services.wait_until_ready().await;
+                let _ = autoscalers.wait_until_ready().await;
+                let _ = config_maps.wait_until_ready().await;
+                let _ = secrets.wait_until_ready().await;
+                for store in istio {
+                    let _ = store.wait_until_ready().await;
+                }
+            }
+            .boxed()
+            .shared()
+        };
         Self {
             secret_key,
             deployments,
             services,
+            autoscalers,
             virtual_services,
             destination_rules,
             config_maps,
             secrets,
             memo: std::sync::Arc::default(),
+            ready,
         }
     }
 
     /// Waits until every store has listed once, so a first reconcile never mistakes "not listed yet" for
     /// "absent" and creates what exists.
     pub async fn ready(&self) {
-        let _ = self.deployments.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.config_maps.wait_until_ready().await;
-        let _ = self.secrets.wait_until_ready().await;
-        for (store, _) in [&self.virtual_services, &self.destination_rules]
-            .into_iter()
-            .flatten()
-        {
-            let _ = store.wait_until_ready().await;
-        }
+        self.ready.clone().await;
     }
 
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
@@ -97,6 +138,12 @@ impl Index {
         self.services
             .get(&ObjectRef::new(name).within(namespace))
             .map(|s| s.as_ref().clone())
+    }
+
+    pub fn autoscaler(&self, namespace: &str, name: &str) -> Option<HorizontalPodAutoscaler> {
+        self.autoscalers
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|h| h.as_ref().clone())
     }
 
     pub fn virtual_service(&self, namespace: &str, name: &str) -> Option<DynamicObject> {
@@ -242,8 +289,57 @@ pub fn contains(live: &serde_json::Value, wanted: &serde_json::Value) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::contains;
+    use super::{Index, Stores, contains};
+    use kube::runtime::reflector::{self, store::Writer};
+    use kube::runtime::watcher::Event;
     use serde_json::json;
+
+    fn filled<K>(writer: &mut Writer<K>)
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+    }
+
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_caches_fill() {
+        let (deployments, mut d) = reflector::store();
+        let (services, mut s) = reflector::store();
+        let (autoscalers, mut a) = reflector::store();
+        let (config_maps, mut c) = reflector::store();
+        let (secrets, mut x) = reflector::store();
+        let stores = Stores {
+            deployments,
+            services,
+            autoscalers,
+            virtual_services: None,
+            destination_rules: None,
+            config_maps,
+            secrets,
+        };
+        let index = Index::new(stores, None);
+        // Many reconciles wait at once, as at a controller's start.
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let index = index.clone();
+                tokio::spawn(async move { index.ready().await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        filled(&mut d);
+        filled(&mut s);
+        filled(&mut a);
+        filled(&mut c);
+        filled(&mut x);
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("a waiter slept on after the caches filled")
+                .expect("waiter task");
+        }
+    }
 
     #[test]
     fn server_defaults_and_other_managers_fields_do_not_count_as_a_change() {

@@ -175,6 +175,14 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         secret_key,
     )
     .await;
+    {
+        // When the caches are filled, for an operator wondering why the first reconciles wait.
+        let (index, started) = (index.clone(), std::time::Instant::now());
+        tokio::spawn(async move {
+            index.ready().await;
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "watch caches filled");
+        });
+    }
     let ctx = match Context::new(
         client.clone(),
         policies.clone(),

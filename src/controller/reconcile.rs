@@ -222,6 +222,9 @@ pub async fn bounded(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, 
         })
         .unwrap_or_default();
     let deadline = ctx.options.reconcile_deadline + hooks;
+    // Waiting for the caches' first list is not the reconcile's work: at startup in a big cluster it can
+    // take longer than the deadline.
+    ctx.index.ready().await;
     let outcome = tokio::time::timeout(deadline, reconcile(cached.clone(), ctx.clone()))
         .await
         .unwrap_or(Err(ReconcileError::Deadline(deadline)));

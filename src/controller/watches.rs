@@ -1,9 +1,10 @@
 //! The watches that both fill the [`Index`] and wake the Canaries a change concerns: target and primary
-//! Deployments, the three Services, the VirtualService and DestinationRules, and (metadata only) the
-//! ConfigMaps and Secrets a Canary tracks. One watch per kind; managedFields are dropped before caching.
+//! Deployments, the three Services, the target's and primary's HorizontalPodAutoscalers, the VirtualService
+//! and DestinationRules, and (metadata only) the ConfigMaps and Secrets a Canary tracks. One watch per kind; managedFields are dropped before caching.
 
 use futures::Stream;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::Controller;
@@ -12,7 +13,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::Canary;
-use crate::cluster::index::Index;
+use crate::cluster::index::{Index, Stores};
 use crate::cluster::primary_name;
 use crate::router::istio::resource;
 
@@ -94,11 +95,13 @@ pub async fn wire(
 ) -> (Controller<Canary>, Index) {
     let (deployments, deployments_in) = reflector::store::<Deployment>();
     let (services, services_in) = reflector::store::<Service>();
+    let (autoscalers, autoscalers_in) = reflector::store::<HorizontalPodAutoscaler>();
     let (config_maps, config_maps_in) = reflector::store::<PartialObjectMeta<ConfigMap>>();
     let (secrets, secrets_in) = reflector::store::<PartialObjectMeta<Secret>>();
     let controller = controller.trigger_backoff(EachWatchBacksOff);
     let mut controller = {
-        let (for_deployments, for_services, for_configs, for_secrets) = (
+        let (for_deployments, for_services, for_autoscalers, for_configs, for_secrets) = (
+            canaries.clone(),
             canaries.clone(),
             canaries.clone(),
             canaries.clone(),
@@ -112,6 +115,10 @@ pub async fn wire(
             .watches_stream(
                 reflected(api::<Service>(client, namespace), services_in),
                 move |s| canaries_routing(&for_services, &s.namespace(), &s.name_any()),
+            )
+            .watches_stream(
+                reflected(api::<HorizontalPodAutoscaler>(client, namespace), autoscalers_in),
+                move |h| canaries_scaled_by(&for_autoscalers, &h),
             )
             .watches_stream(
                 reflected(
@@ -152,16 +159,16 @@ pub async fn wire(
             "the cluster does not serve networking.istio.io VirtualService and DestinationRule; canaries cannot be routed"
         );
     }
-    let index = Index::new(
+    let stores = Stores {
         deployments,
         services,
+        autoscalers,
         virtual_services,
         destination_rules,
         config_maps,
         secrets,
-        secret_key,
-    );
-    (controller, index)
+    };
+    (controller, Index::new(stores, secret_key))
 }
 
 /// Canaries whose target or primary is this Deployment: `kubectl set image` wakes its canary at once.
@@ -172,6 +179,23 @@ fn canaries_for_deployment(store: &Store<Canary>, d: &Deployment) -> Vec<ObjectR
         .iter()
         .filter(|c| c.namespace() == ns)
         .filter(|c| c.spec.target_ref.name == name || primary_name(&c.spec.target_ref.name) == name)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Canaries whose `autoscalerRef` is this HPA or its `-primary` copy: an edit to either is carried over.
+fn canaries_scaled_by(store: &Store<Canary>, hpa: &HorizontalPodAutoscaler) -> Vec<ObjectRef<Canary>> {
+    let (ns, name) = (hpa.namespace(), hpa.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| {
+            c.spec
+                .autoscaler_ref
+                .as_ref()
+                .is_some_and(|a| a.name == name || primary_name(&a.name) == name)
+        })
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
 }
