@@ -84,9 +84,15 @@ struct ControllerArgs {
     #[arg(long, env = "FLEDGE_POLICY_MEMORY_MIB", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     policy_memory_mib: u32,
-    /// Canaries reconciled at once.
-    #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = 4)]
+    /// Canaries reconciled at once. A reconcile mostly waits on the API: at 1,000 canaries on a busy API,
+    /// 4 queued new revisions for minutes (`make scale`). Policy calls are bounded apart (`--policy-calls`).
+    #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Policy calls running at once; more wait their turn. Bounds what hostile policies take in all:
+    /// this times `--policy-memory-mib`.
+    #[arg(long, env = "FLEDGE_POLICY_CALLS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    policy_calls: u16,
     /// A directory of components Canaries may name as `file:<name>` (air-gapped installs, tests).
     #[arg(long, env = "FLEDGE_POLICY_DIR")]
     policy_dir: Option<PathBuf>,
@@ -229,6 +235,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let limits = fledge::policy::Limits {
             deadline: args.policy_deadline,
             memory_bytes: usize::try_from(args.policy_memory_mib).unwrap_or(usize::MAX) << 20,
+            concurrent_calls: usize::from(args.policy_calls),
             ..Default::default()
         };
         let cache = policy::default_cache_dir();

@@ -83,7 +83,7 @@ impl Default for Options {
             metrics_server: None,
             query_timeout: crate::prometheus::DEFAULT_TIMEOUT,
             policy_queries: crate::analysis::QueryLimits::default(),
-            concurrency: 4,
+            concurrency: 16,
             lease: None,
             metrics: crate::telemetry::metrics::Metrics::new(),
             policy_dir: None,
@@ -146,6 +146,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
     // Status writes do not change the generation: fledge never wakes itself with them.
     let canaries = watcher(api(&client), watcher::Config::default())
         .default_backoff()
+        .modify(watches::slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());

@@ -21,6 +21,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// How often the epoch advances; a call stops at most one tick after its deadline.
     pub tick: Duration,
+    /// Policy calls running at once (more wait their turn): with `memory_bytes`, what hostile policies can
+    /// take in all, whatever `--concurrency` is.
+    pub concurrent_calls: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +32,7 @@ impl Default for Limits {
             deadline: Duration::from_millis(100),
             memory_bytes: 64 << 20,
             tick: Duration::from_millis(10),
+            concurrent_calls: 4,
         }
     }
 }
@@ -90,7 +94,8 @@ impl PolicyEngine {
             config.cache(Some(cache));
         }
         let engine = Engine::new(&config).map_err(|e| setup(format!("{e:#}")))?;
-        let ticker = Ticker::spawn(&engine, limits.tick).map_err(|e| setup(format!("epoch ticker: {e}")))?;
+        let ticker = Ticker::spawn(&engine, limits.tick, limits.concurrent_calls)
+            .map_err(|e| setup(format!("epoch ticker: {e}")))?;
         Ok(Self {
             engine,
             limits,
