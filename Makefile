@@ -1,5 +1,5 @@
 # fledge — the README's two commands are `make demo` and `make test`.
-.PHONY: all build bench figures test demo image controlplane-build controlplane-up controlplane-down fmt lint
+.PHONY: all build bench figures scale test demo image controlplane-build controlplane-up controlplane-down fmt lint
 
 all: build
 
@@ -18,6 +18,10 @@ bench:
 ## figures: rollout latency, API requests per interval, teardown time and RSS on a real plane (release build)
 figures:
 	./scripts/figures.sh
+
+## scale: N canaries (FLEDGE_SCALE_N, default 100,300,1000) with noise on a real plane: RSS, CPU, requests, step gaps
+scale:
+	./scripts/scale.sh
 
 ## demo: the seed story, live (arrives with the controller)
 demo:

@@ -1,6 +1,7 @@
 //! The watches that both fill the [`Index`] and wake the Canaries a change concerns: target and primary
 //! Deployments, the three Services, the target's and primary's HorizontalPodAutoscalers, the VirtualService
-//! and DestinationRules, and (metadata only) the ConfigMaps and Secrets a Canary tracks. One watch per kind; managedFields are dropped before caching.
+//! and DestinationRules, and (metadata only) the ConfigMaps and Secrets a Canary tracks. One watch per kind;
+//! managedFields and kubectl's last-applied copy are dropped before caching.
 
 use futures::Stream;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -54,6 +55,18 @@ impl kube::runtime::utils::Backoff for EachWatchBacksOff {
     fn reset(&mut self) {}
 }
 
+/// What a cache keeps of an object: not its managedFields, nor kubectl's last-applied copy of the whole
+/// object (on a ConfigMap or Secret that copy holds its data, which a metadata-only watch is meant to skip).
+/// fledge reads neither; in a real cluster they are most of a cached object's bytes.
+pub fn slim<K: ResourceExt>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    if let Some(annotations) = o.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// A watch of `api`, cached in `writer`, yielding every object it touched.
 fn reflected<K>(
     api: Api<K>,
@@ -65,7 +78,7 @@ where
 {
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(slim)
         .reflect(writer)
         .touched_objects()
 }
@@ -144,7 +157,7 @@ pub async fn wire(
             let for_routing = canaries.clone();
             let stream = watcher(dynamic_api(client, namespace, &ar), watcher::Config::default())
                 .default_backoff()
-                .modify(|o| o.managed_fields_mut().clear())
+                .modify(slim)
                 .reflect(writer)
                 .touched_objects();
             controller = controller.watches_stream_with(
@@ -230,4 +243,27 @@ fn canaries_tracking<K: ResourceExt>(store: &Store<Canary>, kind: &str, obj: &K)
         })
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_object_keeps_neither_managed_fields_nor_kubectls_last_applied_copy() {
+        let mut cm: PartialObjectMeta<ConfigMap> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": "settings",
+                "annotations": {LAST_APPLIED: "{\"data\":{\"password\":\"hunter2\"}}", "team": "a"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            }
+        }))
+        .expect("object");
+        slim(&mut cm);
+        assert!(cm.managed_fields().is_empty());
+        let annotations = cm.annotations();
+        assert_eq!(annotations.get("team").map(String::as_str), Some("a"));
+        assert!(!annotations.contains_key(LAST_APPLIED));
+    }
 }

@@ -120,11 +120,15 @@ kube_flags=(--kubeconfig="$CP_KUBECONFIG" --authentication-kubeconfig="$CP_KUBEC
 # No node-lifecycle controller runs (KWOK nodes send no heartbeats), so the not-ready taint that admission
 # would put on a new Node would never be lifted: TaintNodesByCondition is disabled above for that reason.
 
+# Client rate limits well above the defaults (20 and 50 requests/s), so `make scale`'s thousands of pods are
+# limited by the plane's CPU, not by a client-side throttle; tests are unaffected (they create a few pods).
+qps_flags=(--kube-api-qps=1000 --kube-api-burst=2000)
+
 # --- controllers: only those a canary's life needs; endpoints controllers give Services their KWOK pods.
 start kube-controller-manager "${kube_flags[@]}" --secure-port="$KCM_PORT" \
   --controllers=deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,endpoints-controller,endpointslice-controller,horizontal-pod-autoscaler-controller \
-  --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10
-start kube-scheduler "${kube_flags[@]}" --secure-port="$SCHED_PORT"
+  --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10 "${qps_flags[@]}"
+start kube-scheduler "${kube_flags[@]}" --secure-port="$SCHED_PORT" "${qps_flags[@]}"
 
 # --- KWOK: fake nodes whose pods become Running and Ready
 start kwok --kubeconfig="$CP_KUBECONFIG" --config="$bin/kwok-stages.yaml" --manage-all-nodes=true \
@@ -141,8 +145,8 @@ metadata:
     kubernetes.io/hostname: kwok-node-0
     kubernetes.io/os: linux
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "1000"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "1000"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "10000"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "10000"}
 NODE
 wait_for "node kwok-node-0" 60 kc wait --for=condition=Ready node/kwok-node-0 --timeout=1s
 

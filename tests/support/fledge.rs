@@ -138,6 +138,28 @@ impl ControllerProcess {
         env: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> Self {
+        let mut all = vec!["--namespace", ns, "--min-interval", "1s"];
+        all.extend_from_slice(flags);
+        Self::spawn_watching(ns, &all, env, log)
+    }
+
+    /// The controller for every namespace, as installed (the 10 s interval floor); the key of Secret checksums
+    /// lives in `key_ns`.
+    pub fn spawn_cluster_wide(
+        key_ns: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
+        Self::spawn_watching(key_ns, flags, env, log)
+    }
+
+    fn spawn_watching(
+        key_ns: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let listen = format!("127.0.0.1:{}", super::prometheus::free_port());
         let stderr = match log {
             Some(path) => {
@@ -148,17 +170,13 @@ impl ControllerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
             .args([
                 "controller",
-                "--namespace",
-                ns,
-                "--min-interval",
-                "1s",
                 "--listen",
                 &listen,
                 "--policy-dir",
                 policy_dir(),
-                // The test namespace stands in for fledge's own (the key of Secret checksums lives there).
+                // A test namespace stands in for fledge's own (the key of Secret checksums lives there).
                 "--checksum-key-namespace",
-                ns,
+                key_ns,
             ])
             .args(flags)
             .env("RUST_LOG", "warn")
@@ -370,6 +388,11 @@ pub fn istio_api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
 
 /// A podinfo VirtualService's (primary, canary) weights.
 pub fn podinfo_weights(vs: &DynamicObject) -> Option<(i64, i64)> {
+    route_weights(vs, "podinfo")
+}
+
+/// The (primary, canary) weights of the first HTTP route of `service`'s VirtualService.
+pub fn route_weights(vs: &DynamicObject, service: &str) -> Option<(i64, i64)> {
     let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
     let weight = |host: &str| {
         route
@@ -378,7 +401,10 @@ pub fn podinfo_weights(vs: &DynamicObject) -> Option<(i64, i64)> {
             .and_then(|r| r["weight"].as_i64())
             .unwrap_or(0)
     };
-    Some((weight("podinfo-primary"), weight("podinfo-canary")))
+    Some((
+        weight(&format!("{service}-primary")),
+        weight(&format!("{service}-canary")),
+    ))
 }
 
 /// `spec.replicas` and ready replicas of a Deployment.
