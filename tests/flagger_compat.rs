@@ -261,3 +261,48 @@ async fn a_canary_for_another_provider_is_refused_and_fledge_creates_nothing() {
     );
     controller.abort();
 }
+
+/// An apex Service the user made keeps only the Canary's ports once fledge manages it, as in Flagger: a port
+/// the Canary does not declare is not left beside it (issue 15, item 4).
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn an_existing_apex_service_gets_the_canarys_ports_in_place_of_its_own() {
+    let ns = TestNamespace::create("apex-ports").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let ports = json!({"spec": {"ports": [
+        {"name": "web", "port": 80, "targetPort": 9898},
+        {"name": "metrics", "port": 9797, "targetPort": 9797}
+    ]}});
+    ns.api::<Service>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Merge(&ports))
+        .await
+        .expect("the user's own ports");
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(&ns, json!({"interval": "1s", "stepWeight": 20}))
+        .await
+        .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let found = support::eventually("the apex with the canary's ports only", LIMIT, || async {
+        let svc = ns
+            .api::<Service>()
+            .get("podinfo")
+            .await
+            .map_err(|e| e.to_string())?;
+        let ports: Vec<(Option<String>, i32)> = svc
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name, p.port))
+            .collect();
+        if ports == [(Some("http".to_owned()), 9898)] {
+            Ok(ports)
+        } else {
+            Err(format!("{ports:?}"))
+        }
+    })
+    .await;
+    assert_eq!(found.len(), 1);
+    controller.abort();
+}

@@ -223,7 +223,44 @@ impl Actor<'_> {
             let live = self.index.service(self.namespace, &name);
             self.apply_changed(&services, "service", &name, &svc, live)
                 .await?;
+            if let Some(found) = apex {
+                self.replace_apex_ports(&services, found, &svc).await?;
+            }
         }
+        Ok(())
+    }
+
+    /// The user's apex Service gets exactly the Canary's ports, as Flagger gives it: a server-side apply only
+    /// adds fledge's beside the ports another manager wrote, so those are replaced by a merge patch (which
+    /// swaps the whole list) when they differ. A NodePort keeps its node port by port name.
+    async fn replace_apex_ports(
+        &self,
+        services: &Api<Service>,
+        found: &Service,
+        desired: &Service,
+    ) -> Result<(), ClusterError> {
+        let ports_of = |s: &Service| s.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+        let (live, mut wanted) = (ports_of(found), ports_of(desired));
+        let key =
+            |p: &k8s_openapi::api::core::v1::ServicePort| (p.name.clone(), p.port, p.target_port.clone());
+        let same = live.len() == wanted.len() && live.iter().zip(&wanted).all(|(l, w)| key(l) == key(w));
+        if same {
+            return Ok(());
+        }
+        for port in &mut wanted {
+            port.node_port = live
+                .iter()
+                .find(|l| l.name == port.name)
+                .and_then(|l| l.node_port);
+        }
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let patch = serde_json::json!({"spec": {"ports": wanted}});
+        services
+            .patch(&self.spec.service, &params, &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 

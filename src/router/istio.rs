@@ -25,7 +25,15 @@ pub fn resource(kind: &str) -> ApiResource {
 }
 
 /// The VirtualService for the apex host with `primary`/`canary` weights; weights are always written,
-/// and the mirror when the split has one.
+/// and the mirror when the split has one. Flagger's routing rules (`docs/flagger-routing.md`):
+/// - hosts: the Canary's, plus the apex name unless listed already or one host is exactly `*`;
+/// - gateways: the Canary's, or `mesh` when none (a delegate VirtualService has neither);
+/// - destinations name the Service port when `portDiscovery` is on and the first gateway is not `mesh` or the
+///   VirtualService is a delegate (a gateway routing a multi-port Service needs it);
+/// - `appProtocol: TCP` routes `spec.tcp` (matched by `service.match` ports), with no http routes;
+/// - A/B testing: each `analysis.match` condition laid over each `service.match` one;
+/// - `service.apex` labels and annotations go on the VirtualService as on the apex Service.
+///
 /// `existing` is the VirtualService as found, whose original spec is kept when fledge did not create it.
 pub fn virtual_service(
     spec: &ValidSpec,
@@ -37,7 +45,7 @@ pub fn virtual_service(
 ) -> Value {
     let apex = &spec.service;
     let mut hosts: Vec<String> = svc.hosts.clone();
-    if !hosts.contains(apex) {
+    if !hosts.iter().any(|h| h == apex || h == "*") {
         hosts.push(apex.clone());
     }
     let gateways = if svc.gateways.is_empty() {
@@ -45,12 +53,69 @@ pub fn virtual_service(
     } else {
         svc.gateways.clone()
     };
-    let mut http = json!({
-        "route": [
-            {"destination": {"host": format!("{apex}-primary")}, "weight": split.primary},
-            {"destination": {"host": format!("{apex}-canary")}, "weight": split.canary},
-        ]
-    });
+    let route = |primary: u32, canary: u32| {
+        json!([
+            destination(svc, &format!("{apex}-primary"), primary),
+            destination(svc, &format!("{apex}-canary"), canary),
+        ])
+    };
+    let mut spec_json = if is_tcp(svc) {
+        let mut tcp = json!({"route": route(split.primary, split.canary)});
+        let ports: Vec<Value> = svc
+            .match_
+            .iter()
+            .flatten()
+            .filter_map(|m| m.get("port"))
+            .map(|port| json!({"port": port}))
+            .collect();
+        if !ports.is_empty() {
+            tcp["match"] = json!(ports);
+        }
+        json!({"hosts": hosts, "tcp": [tcp]})
+    } else {
+        json!({"hosts": hosts, "http": http_routes(svc, analysis_match, split, &route, apex)})
+    };
+    if !svc.delegation {
+        spec_json["gateways"] = json!(gateways);
+    } else {
+        // A delegate VirtualService carries no hosts or gateways (Flagger writes the empty list of hosts).
+        spec_json["hosts"] = json!([]);
+    }
+    json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "VirtualService",
+        "metadata": metadata(svc, split, owner, existing, apex),
+        "spec": spec_json,
+    })
+}
+
+/// Flagger's TCP switch: `service.appProtocol: TCP` (any case).
+fn is_tcp(svc: &CanaryService) -> bool {
+    svc.app_protocol
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
+}
+
+/// A weighted destination; with the Service port where Flagger writes it.
+fn destination(svc: &CanaryService, host: &str, weight: u32) -> Value {
+    let mut destination = json!({"host": host});
+    let gateway = svc.gateways.first().is_some_and(|g| g != "mesh");
+    if svc.port_discovery && (gateway || svc.delegation) {
+        destination["port"] = json!({"number": svc.port});
+    }
+    json!({"destination": destination, "weight": weight})
+}
+
+/// The http routes: one weighted route with the Service's match and settings; for A/B testing the matched
+/// route takes the weights and a second route keeps everything else on the primary.
+fn http_routes(
+    svc: &CanaryService,
+    analysis_match: Option<&Vec<Value>>,
+    split: Split,
+    route: &dyn Fn(u32, u32) -> Value,
+    apex: &str,
+) -> Vec<Value> {
+    let mut http = json!({"route": route(split.primary, split.canary)});
     let passthrough = [
         ("match", svc.match_.as_ref().map(|m| json!(m))),
         ("rewrite", svc.rewrite.clone()),
@@ -68,9 +133,55 @@ pub fn virtual_service(
         http["mirror"] = json!({"host": format!("{apex}-canary")});
         http["mirrorPercentage"] = json!({"value": percent});
     }
-    // Labelled even when it is the user's: the label says which Canary routes this host now.
-    let mut metadata = json!({"name": apex, "labels": labels(owner),
-        "annotations": {CANARY_WEIGHT: split.canary.to_string()}});
+    match analysis_match.filter(|m| !m.is_empty()) {
+        Some(ab) => {
+            let mut matched = http.clone();
+            matched["match"] = json!(merged_matches(ab, svc.match_.as_deref().unwrap_or_default()));
+            let mut rest = http;
+            rest["route"] = route(100, 0);
+            vec![matched, rest]
+        }
+        None => vec![http],
+    }
+}
+
+/// Each A/B condition laid over each of the Service's own (`uri.prefix: /api` and a header both hold).
+/// Flagger keeps only the condition's `headers` and `sourceLabels` over a Service match; fledge keeps every
+/// field the condition names (a deliberate difference: a `uri` condition is not dropped).
+fn merged_matches(ab: &[Value], service: &[Value]) -> Vec<Value> {
+    if service.is_empty() {
+        return ab.to_vec();
+    }
+    ab.iter()
+        .flat_map(|condition| {
+            service.iter().map(move |base| {
+                let mut merged = base.clone();
+                if let (Some(into), Some(from)) = (merged.as_object_mut(), condition.as_object()) {
+                    for (key, value) in from {
+                        into.insert(key.clone(), value.clone());
+                    }
+                }
+                merged
+            })
+        })
+        .collect()
+}
+
+/// Labelled even when it is the user's: the label says which Canary routes this host now. `service.apex`
+/// metadata lies beneath fledge's own keys.
+fn metadata(
+    svc: &CanaryService,
+    split: Split,
+    owner: &OwnerReference,
+    existing: Option<&DynamicObject>,
+    apex: &str,
+) -> Value {
+    let custom = svc.apex.clone().unwrap_or_default();
+    let mut labels = custom.labels;
+    labels.extend(ownership_labels(owner));
+    let mut annotations = custom.annotations;
+    annotations.insert(CANARY_WEIGHT.to_owned(), split.canary.to_string());
+    let mut metadata = json!({"name": apex, "labels": labels});
     match existing.filter(|vs| !owned_by(vs, owner)) {
         // Somebody else's VirtualService: remember it once, never own it.
         Some(vs) => {
@@ -85,35 +196,12 @@ pub fn virtual_service(
                         .map(Value::to_string)
                         .unwrap_or_else(|| "{}".into())
                 });
-            metadata["annotations"][ORIGINAL_CONFIGURATION] = json!(original);
+            annotations.insert(ORIGINAL_CONFIGURATION.to_owned(), original);
         }
         None => metadata["ownerReferences"] = json!([owner]),
     }
-    // A/B testing: the matched route carries the weights, everything else stays on the primary.
-    let routes = match analysis_match.filter(|m| !m.is_empty()) {
-        Some(ab) => {
-            let mut matched = http.clone();
-            matched["match"] = json!(ab);
-            let mut rest = http;
-            rest["route"][0]["weight"] = json!(100);
-            rest["route"][1]["weight"] = json!(0);
-            vec![matched, rest]
-        }
-        None => vec![http],
-    };
-    let mut spec_json = json!({"hosts": hosts, "http": routes});
-    if !svc.delegation {
-        spec_json["gateways"] = json!(gateways);
-    } else {
-        // A delegate VirtualService carries no hosts or gateways.
-        spec_json.as_object_mut().map(|o| o.remove("hosts"));
-    }
-    json!({
-        "apiVersion": format!("{GROUP}/{VERSION}"),
-        "kind": "VirtualService",
-        "metadata": metadata,
-        "spec": spec_json,
-    })
+    metadata["annotations"] = json!(annotations);
+    metadata
 }
 
 fn labels(owner: &OwnerReference) -> Value {
@@ -146,10 +234,17 @@ pub fn destination_rule(host: &str, svc: &CanaryService, owner: &OwnerReference)
     })
 }
 
-/// The canary's weight in a VirtualService fledge manages, if its first route names the canary host.
+/// The canary's weight in a VirtualService fledge manages, if its first http (or tcp) route names the canary
+/// host.
 pub fn canary_weight(vs: &DynamicObject, apex: &str) -> Option<u32> {
     let canary = format!("{apex}-canary");
-    vs.data["spec"]["http"][0]["route"]
+    let spec = &vs.data["spec"];
+    let first = if spec["http"].is_array() {
+        &spec["http"][0]
+    } else {
+        &spec["tcp"][0]
+    };
+    first["route"]
         .as_array()?
         .iter()
         .find(|r| r["destination"]["host"].as_str() == Some(canary.as_str()))
