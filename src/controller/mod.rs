@@ -144,12 +144,13 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
     };
     let (reader, writer) = reflector::store::<Canary>();
     // Status writes do not change the generation: fledge never wakes itself with them.
-    let canaries = watcher(api(&client), watcher::Config::default())
-        .default_backoff()
-        .modify(watches::slim)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let canaries = watches::touched_once_stored(
+        watcher(api(&client), watcher::Config::default())
+            .default_backoff()
+            .modify(watches::slim)
+            .reflect(writer),
+    )
+    .predicate_filter(predicates::generation, Default::default());
     let policies = match policies::PolicyStore::new(
         engine,
         options.policy_dir.clone(),

@@ -76,11 +76,43 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer)
-        .touched_objects()
+    touched_once_stored(
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(slim)
+            .reflect(writer),
+    )
+}
+
+/// Every object a watch touched, as kube's `touched_objects` — except that what a (re-)list brings is
+/// released only at its end, once the store swapped it in. kube yields each listed object at once while the
+/// store keeps the old list until `InitDone`, so a reconcile woken by a re-list read the state from before
+/// it and acted on nothing; under load (a watch re-listed after falling behind) canaries missed a new image
+/// until the next resync (`make scale`, 1,000 canaries).
+pub fn touched_once_stored<K, S>(events: S) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    use futures::StreamExt;
+    events
+        .scan(Vec::new(), |listed, event| {
+            let released: Vec<Result<K, watcher::Error>> = match event {
+                Ok(watcher::Event::Init) => {
+                    listed.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(o)) => {
+                    listed.push(o);
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => std::mem::take(listed).into_iter().map(Ok).collect(),
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => vec![Ok(o)],
+                Err(e) => vec![Err(e)],
+            };
+            futures::future::ready(Some(futures::stream::iter(released)))
+        })
+        .flatten()
 }
 
 /// Whether the cluster serves Istio's networking API (the VirtualService and DestinationRule kinds).
@@ -155,11 +187,12 @@ pub async fn wire(
             let writer = reflector::store::Writer::new(ar.clone());
             let store = writer.as_reader();
             let for_routing = canaries.clone();
-            let stream = watcher(dynamic_api(client, namespace, &ar), watcher::Config::default())
-                .default_backoff()
-                .modify(slim)
-                .reflect(writer)
-                .touched_objects();
+            let stream = touched_once_stored(
+                watcher(dynamic_api(client, namespace, &ar), watcher::Config::default())
+                    .default_backoff()
+                    .modify(slim)
+                    .reflect(writer),
+            );
             controller = controller.watches_stream_with(
                 stream,
                 move |o: DynamicObject| canaries_routing(&for_routing, &o.namespace(), &o.name_any()),
@@ -248,6 +281,49 @@ fn canaries_tracking<K: ResourceExt>(store: &Store<Canary>, kind: &str, obj: &K)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn what_a_relist_brings_wakes_canaries_only_once_the_store_holds_it() {
+        let svc = |name: &str, rv: &str| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}
+            }))
+            .expect("service")
+        };
+        let (store, writer) = reflector::store::<Service>();
+        // A first list, then a re-list that brings a newer version of the same object.
+        let events = futures::stream::iter(vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(svc("a", "1"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(svc("a", "2"))),
+            Ok(watcher::Event::InitApply(svc("b", "2"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(svc("a", "3"))),
+        ]);
+        let mut touched = Box::pin(touched_once_stored(events.reflect(writer)));
+        let mut seen = Vec::new();
+        while let Some(Ok(o)) = touched.next().await {
+            // When a canary is woken for an object, the store already holds that version of it.
+            let cached = store
+                .get(&ObjectRef::from_obj(&o))
+                .and_then(|c| c.resource_version());
+            assert_eq!(
+                cached,
+                o.resource_version(),
+                "woken for {} before the store had it",
+                o.name_any()
+            );
+            seen.push(format!(
+                "{}@{}",
+                o.name_any(),
+                o.resource_version().unwrap_or_default()
+            ));
+        }
+        assert_eq!(seen, ["a@1", "a@2", "b@2", "a@3"]);
+    }
 
     #[test]
     fn a_cached_object_keeps_neither_managed_fields_nor_kubectls_last_applied_copy() {
