@@ -223,7 +223,7 @@ impl Report {
             self.initialized.as_secs_f64()
         );
         println!(
-            "controller RSS: {} MiB before any Canary, {} MiB at rest (all initialized), peak {} MiB; CPU at rest {:.2} s per minute",
+            "controller RSS: {} MiB 15 s after start (before any Canary), {} MiB at rest (all initialized), peak {} MiB; CPU at rest {:.2} s per minute",
             self.rss_noise_kib / 1024,
             self.rss_rest_kib / 1024,
             self.rss_peak_kib / 1024,
@@ -329,7 +329,8 @@ async fn run(client: &Client, n: usize) -> Report {
         },
     )
     .await;
-    // The controller with the noise and the apps cached, before any Canary exists.
+    // The controller 15 s after its start, with the noise and the apps cached (or still listing), before any
+    // Canary exists.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let rss_noise_kib = support::rss_kib(controller.pid(), "VmRSS");
     let created = Instant::now();
