@@ -185,20 +185,10 @@ async fn requests_per_interval(ns: &TestNamespace, url: &str) -> (u64, BTreeMap<
     let before = api_requests(url).await.expect("scrape");
     let to = at(60).await;
     let after = api_requests(url).await.expect("scrape");
-    let mut delta = BTreeMap::new();
-    for (verb, resource, n) in after {
-        if verb == "watch" {
-            continue;
-        }
-        let was = before
-            .iter()
-            .find(|(v, r, _)| *v == verb && *r == resource)
-            .map_or(0, |(_, _, n)| *n);
-        if n > was {
-            delta.insert((verb, resource), n - was);
-        }
-    }
-    (u64::try_from((to - from) / 5).unwrap_or(1).max(1), delta)
+    (
+        u64::try_from((to - from) / 5).unwrap_or(1).max(1),
+        request_delta(&before, &after),
+    )
 }
 
 /// Deletes the Canary (mid-rollout, at 60 % or more); the time until it is gone (fledge restored the app and removed its finalizer).

@@ -448,7 +448,7 @@ async fn run(client: &Client, n: usize) -> Report {
         cpu_rest_per_minute,
         cpu_rollout,
         canary_intervals,
-        requests: delta(&requests_before, &requests_after),
+        requests: request_delta(&requests_before, &requests_after),
         gaps,
         reaction,
         all_succeeded,
@@ -480,23 +480,15 @@ async fn run(client: &Client, n: usize) -> Report {
     report
 }
 
-/// A Canary for app `name` with the run's analysis (no metrics: the steps are what is measured).
+/// A Canary for app `name` with the run's analysis (no metrics: the steps are what is measured) and Flagger's
+/// default progress deadline (10 minutes: a busy plane may take minutes to start 2,000 pods).
 async fn create_scale_canary(ns: &TestNamespace, name: &str) {
-    let canary: Canary = serde_json::from_value(json!({
-        "apiVersion": "fledge.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": name},
-        "spec": {
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "service": {"port": 9898, "targetPort": 9898},
-            "analysis": {"interval": "10s", "threshold": 2, "stepWeight": 20, "maxWeight": 60},
-        }
-    }))
-    .expect("canary");
-    ns.api::<Canary>()
-        .create(&PostParams::default(), &canary)
-        .await
-        .expect("create canary");
+    let spec = json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "service": {"port": 9898, "targetPort": 9898},
+        "analysis": {"interval": "10s", "threshold": 2, "stepWeight": 20, "maxWeight": 60},
+    });
+    create_canary_spec(ns, name, spec).await.expect("create canary");
 }
 
 /// Polls (every 2 s: a list of 1,000 Canaries is not free for the plane) until `done` holds for the phase
@@ -603,27 +595,6 @@ async fn watch_scaled_up(
                 .or_insert_with(Instant::now);
         }
     }
-}
-
-/// Non-watch request counts that grew from `before` to `after`, by (verb, resource).
-fn delta(
-    before: &[(String, String, u64)],
-    after: &[(String, String, u64)],
-) -> BTreeMap<(String, String), u64> {
-    let mut out = BTreeMap::new();
-    for (verb, resource, n) in after {
-        if verb == "watch" {
-            continue;
-        }
-        let was = before
-            .iter()
-            .find(|(v, r, _)| v == verb && r == resource)
-            .map_or(0, |(_, _, n)| *n);
-        if *n > was {
-            out.insert((verb.clone(), resource.clone()), n - was);
-        }
-    }
-    out
 }
 
 /// `fledge_reconcile_errors_total`, all categories.

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fledge::api::Phase;
@@ -16,24 +15,6 @@ use support::TestNamespace;
 use support::fledge::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// Requests other than watches sent between two scrapes, by (verb, resource).
-fn sent(
-    before: &[(String, String, u64)],
-    after: &[(String, String, u64)],
-) -> BTreeMap<(String, String), u64> {
-    after
-        .iter()
-        .filter(|(verb, _, _)| verb != "watch")
-        .filter_map(|(verb, resource, n)| {
-            let was = before
-                .iter()
-                .find(|(v, r, _)| v == verb && r == resource)
-                .map_or(0, |(_, _, n)| *n);
-            (*n > was).then(|| ((verb.clone(), resource.clone()), n - was))
-        })
-        .collect()
-}
 
 /// Changes the Deployment `name`'s metadata, not its template: an event for fledge, no new revision.
 async fn touch(ns: &TestNamespace, name: &str, n: usize) {
@@ -70,7 +51,7 @@ async fn an_idle_canary_sends_no_request_when_its_deployments_change_without_a_n
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = api_requests(&controller.metrics_url).await.expect("scrape");
-    let sent = sent(&before, &after);
+    let sent = request_delta(&before, &after);
     assert!(sent.is_empty(), "an idle canary sent {sent:?}");
     assert_eq!(phase(&ns).await, Some(Phase::Initialized));
 }
@@ -82,7 +63,7 @@ async fn an_idle_canary_re_applies_its_objects_once_per_resync() {
     let before = api_requests(&controller.metrics_url).await.expect("scrape");
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = api_requests(&controller.metrics_url).await.expect("scrape");
-    let sent = sent(&before, &after);
+    let sent = request_delta(&before, &after);
     let patched = |resource: &str| {
         sent.get(&("patch".to_owned(), resource.to_owned()))
             .copied()

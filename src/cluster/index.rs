@@ -23,13 +23,7 @@ use super::workload::{content_hash, keyed_hash};
 /// serve them.
 #[derive(Clone)]
 pub struct Index {
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
-    pub virtual_services: Option<(Store<DynamicObject>, ApiResource)>,
-    pub destination_rules: Option<(Store<DynamicObject>, ApiResource)>,
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    stores: Stores,
     /// The per-install key of Secret checksums (`controller::checksum_key`); without one (tests that run the
     /// controller in process) a Secret is hashed like a ConfigMap.
     secret_key: Option<std::sync::Arc<[u8]>>,
@@ -61,6 +55,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Every store the watches fill, handed to [`Index::new`].
 #[allow(missing_debug_implementations)] // stores of whole clusters: nothing worth printing
+#[derive(Clone)]
 pub struct Stores {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
@@ -73,35 +68,18 @@ pub struct Stores {
 
 impl Index {
     pub fn new(stores: Stores, secret_key: Option<std::sync::Arc<[u8]>>) -> Self {
-        let Stores {
-            deployments,
-            services,
-            autoscalers,
-            virtual_services,
-            destination_rules,
-            config_maps,
-            secrets,
-        } = stores;
         let ready = {
-            let (deployments, services, autoscalers, config_maps, secrets) = (
-                deployments.clone(),
-                services.clone(),
-                autoscalers.clone(),
-                config_maps.clone(),
-                secrets.clone(),
-            );
-            let istio: Vec<Store<DynamicObject>> = [&virtual_services, &destination_rules]
-                .into_iter()
-                .flatten()
-                .map(|(store, _)| store.clone())
-                .collect();
+            let stores = stores.clone();
             async move {
-                let _ = deployments.wait_until_ready().await;
-                let _ = services.wait_until_ready().await;
-                let _ = autoscalers.wait_until_ready().await;
-                let _ = config_maps.wait_until_ready().await;
-                let _ = secrets.wait_until_ready().await;
-                for store in istio {
+                let _ = stores.deployments.wait_until_ready().await;
+                let _ = stores.services.wait_until_ready().await;
+                let _ = stores.autoscalers.wait_until_ready().await;
+                let _ = stores.config_maps.wait_until_ready().await;
+                let _ = stores.secrets.wait_until_ready().await;
+                for (store, _) in [&stores.virtual_services, &stores.destination_rules]
+                    .into_iter()
+                    .flatten()
+                {
                     let _ = store.wait_until_ready().await;
                 }
             }
@@ -109,14 +87,8 @@ impl Index {
             .shared()
         };
         Self {
+            stores,
             secret_key,
-            deployments,
-            services,
-            autoscalers,
-            virtual_services,
-            destination_rules,
-            config_maps,
-            secrets,
             memo: std::sync::Arc::default(),
             ready,
         }
@@ -129,29 +101,32 @@ impl Index {
     }
 
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
-        self.deployments
+        self.stores
+            .deployments
             .get(&ObjectRef::new(name).within(namespace))
             .map(|d| d.as_ref().clone())
     }
 
     pub fn service(&self, namespace: &str, name: &str) -> Option<Service> {
-        self.services
+        self.stores
+            .services
             .get(&ObjectRef::new(name).within(namespace))
             .map(|s| s.as_ref().clone())
     }
 
     pub fn autoscaler(&self, namespace: &str, name: &str) -> Option<HorizontalPodAutoscaler> {
-        self.autoscalers
+        self.stores
+            .autoscalers
             .get(&ObjectRef::new(name).within(namespace))
             .map(|h| h.as_ref().clone())
     }
 
     pub fn virtual_service(&self, namespace: &str, name: &str) -> Option<DynamicObject> {
-        dynamic(self.virtual_services.as_ref(), namespace, name)
+        dynamic(self.stores.virtual_services.as_ref(), namespace, name)
     }
 
     pub fn destination_rule(&self, namespace: &str, name: &str) -> Option<DynamicObject> {
-        dynamic(self.destination_rules.as_ref(), namespace, name)
+        dynamic(self.stores.destination_rules.as_ref(), namespace, name)
     }
 
     /// The content hash of a ConfigMap (`kind` "configmap") or Secret ("secret"), `None` when it is absent or
@@ -166,10 +141,12 @@ impl Index {
     ) -> Result<Option<String>, ClusterError> {
         let version = match kind {
             "configmap" => self
+                .stores
                 .config_maps
                 .get(&ObjectRef::new(name).within(namespace))
                 .and_then(|m| m.resource_version()),
             "secret" => self
+                .stores
                 .secrets
                 .get(&ObjectRef::new(name).within(namespace))
                 .and_then(|m| m.resource_version()),

@@ -328,19 +328,47 @@ pub async fn create_canary_for(
     name: &str,
     analysis: serde_json::Value,
 ) -> Result<Canary, kube::Error> {
+    let spec = json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "progressDeadlineSeconds": 60,
+        "service": {"port": 9898, "targetPort": 9898},
+        "analysis": analysis,
+    });
+    create_canary_spec(ns, name, spec).await
+}
+
+/// Creates a Canary `name` with `spec`.
+pub async fn create_canary_spec(
+    ns: &TestNamespace,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<Canary, kube::Error> {
     let canary: Canary = serde_json::from_value(json!({
         "apiVersion": "fledge.dev/v1alpha1",
         "kind": "Canary",
         "metadata": {"name": name},
-        "spec": {
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "progressDeadlineSeconds": 60,
-            "service": {"port": 9898, "targetPort": 9898},
-            "analysis": analysis,
-        }
+        "spec": spec,
     }))
     .expect("canary");
     ns.api::<Canary>().create(&PostParams::default(), &canary).await
+}
+
+/// Non-watch request counts (`api_requests`) that grew from `before` to `after`, by (verb, resource).
+pub fn request_delta(
+    before: &[(String, String, u64)],
+    after: &[(String, String, u64)],
+) -> std::collections::BTreeMap<(String, String), u64> {
+    after
+        .iter()
+        .filter(|(verb, _, _)| verb != "watch")
+        .filter_map(|(verb, resource, n)| {
+            let was = before
+                .iter()
+                .find(|(v, r, _)| v == verb && r == resource)
+                .map_or(0, |(_, _, n)| *n);
+            (*n > was).then(|| ((verb.clone(), resource.clone()), n - was))
+        })
+        .collect()
 }
 
 /// The Canary podinfo's phase now (`None` when it or its status is missing).
