@@ -149,6 +149,8 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
             .default_backoff()
             .modify(watches::slim)
             .reflect(writer),
+        reader.clone(),
+        (),
     )
     .predicate_filter(predicates::generation, Default::default());
     let policies = match policies::PolicyStore::new(

@@ -76,39 +76,56 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
+    let store = writer.as_reader();
     touched_once_stored(
         watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(slim)
             .reflect(writer),
+        store,
+        Default::default(),
     )
 }
 
 /// Every object a watch touched, as kube's `touched_objects` — except that what a (re-)list brings is
-/// released only at its end, once the store swapped it in. kube yields each listed object at once while the
-/// store keeps the old list until `InitDone`, so a reconcile woken by a re-list read the state from before
-/// it and acted on nothing; under load (a watch re-listed after falling behind) canaries missed a new image
-/// until the next resync (`make scale`, 1,000 canaries).
-pub fn touched_once_stored<K, S>(events: S) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+/// released only at its end, read back from `store` once it swapped the list in. kube yields each listed
+/// object at once while the store keeps the old list until `InitDone`, so a reconcile woken by a re-list read
+/// the state from before it and acted on nothing; under load (a watch re-listed after falling behind) canaries
+/// missed a new image until the next resync (`make scale`, 1,000 canaries). Only references are held while a
+/// list runs (a list of 10,000 objects is not kept twice), and the objects are read back one at a time.
+pub fn touched_once_stored<K, S>(
+    events: S,
+    store: Store<K>,
+    dyntype: K::DynamicType,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Send + 'static,
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     use futures::StreamExt;
+    type Released<K> = Box<dyn Iterator<Item = Result<K, watcher::Error>> + Send>;
     events
-        .scan(Vec::new(), |listed, event| {
-            let released: Vec<Result<K, watcher::Error>> = match event {
+        .scan(Vec::<ObjectRef<K>>::new(), move |listed, event| {
+            let released: Released<K> = match event {
                 Ok(watcher::Event::Init) => {
                     listed.clear();
-                    Vec::new()
+                    Box::new(std::iter::empty())
                 }
                 Ok(watcher::Event::InitApply(o)) => {
-                    listed.push(o);
-                    Vec::new()
+                    listed.push(ObjectRef::from_obj_with(&o, dyntype.clone()));
+                    Box::new(std::iter::empty())
                 }
-                Ok(watcher::Event::InitDone) => std::mem::take(listed).into_iter().map(Ok).collect(),
-                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => vec![Ok(o)],
-                Err(e) => vec![Err(e)],
+                Ok(watcher::Event::InitDone) => {
+                    let store = store.clone();
+                    Box::new(
+                        std::mem::take(listed)
+                            .into_iter()
+                            .filter_map(move |r| store.get(&r).map(|o| Ok(o.as_ref().clone()))),
+                    )
+                }
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => Box::new(std::iter::once(Ok(o))),
+                Err(e) => Box::new(std::iter::once(Err(e))),
             };
             futures::future::ready(Some(futures::stream::iter(released)))
         })
@@ -192,6 +209,8 @@ pub async fn wire(
                     .default_backoff()
                     .modify(slim)
                     .reflect(writer),
+                store.clone(),
+                ar.clone(),
             );
             controller = controller.watches_stream_with(
                 stream,
@@ -303,7 +322,7 @@ mod tests {
             Ok(watcher::Event::InitDone),
             Ok(watcher::Event::Apply(svc("a", "3"))),
         ]);
-        let mut touched = Box::pin(touched_once_stored(events.reflect(writer)));
+        let mut touched = Box::pin(touched_once_stored(events.reflect(writer), store.clone(), ()));
         let mut seen = Vec::new();
         while let Some(Ok(o)) = touched.next().await {
             // When a canary is woken for an object, the store already holds that version of it.
