@@ -15,7 +15,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::Canary;
 use crate::cluster::index::{Index, Stores};
-use crate::cluster::primary_name;
 use crate::router::istio::resource;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -236,71 +235,80 @@ pub async fn wire(
     (controller, Index::new(stores, secret_key))
 }
 
-/// Canaries whose target or primary is this Deployment: `kubectl set image` wakes its canary at once.
-fn canaries_for_deployment(store: &Store<Canary>, d: &Deployment) -> Vec<ObjectRef<Canary>> {
-    let (ns, name) = (d.namespace(), d.name_any());
+/// The Canaries in namespace `ns` for which `concerns` holds: what one watch event wakes.
+fn canaries_where(
+    store: &Store<Canary>,
+    ns: &Option<String>,
+    concerns: impl Fn(&Canary) -> bool,
+) -> Vec<ObjectRef<Canary>> {
     store
         .state()
         .iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| c.spec.target_ref.name == name || primary_name(&c.spec.target_ref.name) == name)
+        .filter(|c| c.namespace() == *ns && concerns(c))
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
 }
 
+/// `name` or, for a `<name>-primary`, `<name>`: both wake the Canary of `<name>` (compared without building
+/// a `-primary` name per Canary per event).
+fn is_or_primary_of(candidate: &str, name: &str) -> bool {
+    candidate == name || name.strip_suffix("-primary") == Some(candidate)
+}
+
+/// Canaries whose target or primary is this Deployment: `kubectl set image` wakes its canary at once.
+fn canaries_for_deployment(store: &Store<Canary>, d: &Deployment) -> Vec<ObjectRef<Canary>> {
+    let name = d.name_any();
+    canaries_where(store, &d.namespace(), |c| {
+        is_or_primary_of(&c.spec.target_ref.name, &name)
+    })
+}
+
 /// Canaries whose `autoscalerRef` is this HPA or its `-primary` copy: an edit to either is carried over.
 fn canaries_scaled_by(store: &Store<Canary>, hpa: &HorizontalPodAutoscaler) -> Vec<ObjectRef<Canary>> {
-    let (ns, name) = (hpa.namespace(), hpa.name_any());
-    store
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| {
-            c.spec
-                .autoscaler_ref
-                .as_ref()
-                .is_some_and(|a| a.name == name || primary_name(&a.name) == name)
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
+    let name = hpa.name_any();
+    canaries_where(store, &hpa.namespace(), |c| {
+        c.spec
+            .autoscaler_ref
+            .as_ref()
+            .is_some_and(|a| is_or_primary_of(&a.name, &name))
+    })
 }
 
 /// Canaries whose apex, `-primary` or `-canary` Service, VirtualService or DestinationRule is named `name`:
 /// a hand edit wakes the canary that repairs it.
 fn canaries_routing(store: &Store<Canary>, ns: &Option<String>, name: &str) -> Vec<ObjectRef<Canary>> {
-    store
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == *ns)
-        .filter(|c| {
-            let service = c.spec.service.name.as_deref().unwrap_or(&c.spec.target_ref.name);
-            name == service || name == format!("{service}-primary") || name == format!("{service}-canary")
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
+    let base = name
+        .strip_suffix("-primary")
+        .or_else(|| name.strip_suffix("-canary"));
+    canaries_where(store, ns, |c| {
+        let service = c.spec.service.name.as_deref().unwrap_or(&c.spec.target_ref.name);
+        name == service || base == Some(service)
+    })
 }
 
 /// Canaries tracking this ConfigMap or Secret.
 fn canaries_tracking<K: ResourceExt>(store: &Store<Canary>, kind: &str, obj: &K) -> Vec<ObjectRef<Canary>> {
     let key = format!("{kind}/{}", obj.name_any());
-    let ns = obj.namespace();
-    store
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| s.tracked_configs.contains_key(&key))
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
+    canaries_where(store, &obj.namespace(), |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.tracked_configs.contains_key(&key))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::StreamExt;
+
+    #[test]
+    fn a_deployment_or_its_primary_names_the_canarys_target_and_nothing_else_does() {
+        assert!(is_or_primary_of("podinfo", "podinfo"));
+        assert!(is_or_primary_of("podinfo", "podinfo-primary"));
+        assert!(!is_or_primary_of("podinfo", "podinfo-canary"));
+        assert!(!is_or_primary_of("podinfo", "other-primary"));
+        assert!(!is_or_primary_of("podinfo-primary", "podinfo"));
+    }
 
     #[tokio::test]
     async fn what_a_relist_brings_wakes_canaries_only_once_the_store_holds_it() {
