@@ -553,48 +553,50 @@ async fn watch_weights(client: Client, ours: Arc<HashSet<String>>, steps: Steps)
     }
 }
 
-/// Records when each Canary in namespaces `ours` is first seen Succeeded.
-async fn watch_succeeded(
-    client: Client,
+/// Records when each object of `api` in namespaces `ours` is first seen with `reached` true.
+async fn first_seen<K>(
+    api: Api<K>,
     ours: Arc<HashSet<String>>,
-    succeeded: Arc<Mutex<HashMap<Key, Instant>>>,
-) {
-    let mut events = watcher::watcher(Api::<Canary>::all(client), watcher::Config::default())
+    reached: impl Fn(&K) -> bool,
+    seen: Arc<Mutex<HashMap<Key, Instant>>>,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut events = watcher::watcher(api, watcher::Config::default())
         .applied_objects()
         .boxed();
-    while let Ok(Some(c)) = events.try_next().await {
-        let ns = c.namespace().unwrap_or_default();
-        if ours.contains(&ns) && c.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
-            succeeded
-                .lock()
+    while let Ok(Some(o)) = events.try_next().await {
+        let ns = o.namespace().unwrap_or_default();
+        if ours.contains(&ns) && reached(&o) {
+            seen.lock()
                 .expect("lock")
-                .entry((ns, c.name_any()))
+                .entry((ns, o.name_any()))
                 .or_insert_with(Instant::now);
         }
     }
 }
 
-/// Records when each target Deployment (not a `-primary`) in namespaces `ours` is first seen with replicas:
-/// fledge scaled it up for the new revision (they are all at 0 when this starts).
+/// When each Canary is first seen Succeeded.
+async fn watch_succeeded(
+    client: Client,
+    ours: Arc<HashSet<String>>,
+    succeeded: Arc<Mutex<HashMap<Key, Instant>>>,
+) {
+    let done = |c: &Canary| c.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded);
+    first_seen(Api::<Canary>::all(client), ours, done, succeeded).await;
+}
+
+/// When each target Deployment (not a `-primary`) is first seen with replicas: fledge scaled it up for the
+/// new revision (they are all at 0 when this starts).
 async fn watch_scaled_up(
     client: Client,
     ours: Arc<HashSet<String>>,
     scaled: Arc<Mutex<HashMap<Key, Instant>>>,
 ) {
-    let mut events = watcher::watcher(Api::<Deployment>::all(client), watcher::Config::default())
-        .applied_objects()
-        .boxed();
-    while let Ok(Some(d)) = events.try_next().await {
-        let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
-        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-        if ours.contains(&ns) && !name.ends_with("-primary") && replicas > 0 {
-            scaled
-                .lock()
-                .expect("lock")
-                .entry((ns, name))
-                .or_insert_with(Instant::now);
-        }
-    }
+    let up = |d: &Deployment| {
+        !d.name_any().ends_with("-primary") && d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0
+    };
+    first_seen(Api::<Deployment>::all(client), ours, up, scaled).await;
 }
 
 /// `fledge_reconcile_errors_total`, all categories.
