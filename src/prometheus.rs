@@ -72,6 +72,8 @@ pub struct Prometheus {
     address: String,
     auth: Auth,
     timeout: Duration,
+    /// Sent with every query (a MetricTemplate's `provider.headers`).
+    headers: Vec<(String, String)>,
 }
 
 impl Prometheus {
@@ -94,7 +96,17 @@ impl Prometheus {
             address,
             auth,
             timeout,
+            headers: Vec::new(),
         })
+    }
+
+    /// The same server, queried with these headers (each value of a name sent as its own header line).
+    pub fn with_headers(mut self, headers: &std::collections::BTreeMap<String, Vec<String>>) -> Self {
+        self.headers = headers
+            .iter()
+            .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
+            .collect();
+        self
     }
 
     pub fn address(&self) -> &str {
@@ -138,6 +150,9 @@ impl Prometheus {
             .http
             .get(format!("{}/api/v1/{endpoint}", self.address))
             .query(params);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
         request = match &self.auth {
             Auth::None => request,
             Auth::Bearer(token) => request.bearer_auth(token),
@@ -330,5 +345,51 @@ mod tests {
             password: "secret".into(),
         };
         assert!(!format!("{auth:?}").contains("secret"));
+    }
+
+    /// A one-request HTTP server that answers an empty vector and hands back the request it read.
+    fn answer_once() -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let served = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = stream.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).expect("write");
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        (address, served)
+    }
+
+    #[tokio::test]
+    async fn a_templates_headers_go_with_every_query() {
+        let (address, served) = answer_once();
+        let headers = std::collections::BTreeMap::from([
+            ("X-Scope-OrgID".to_owned(), vec!["tenant-a".to_owned()]),
+            ("X-Extra".to_owned(), vec!["1".to_owned(), "2".to_owned()]),
+        ]);
+        let prometheus = Prometheus::new(&address, Auth::None, DEFAULT_TIMEOUT, false)
+            .expect("client")
+            .with_headers(&headers);
+        assert_eq!(prometheus.value("vector(1)").await, Ok(None));
+        let request = served.join().expect("served").to_ascii_lowercase();
+        assert!(request.contains("x-scope-orgid: tenant-a\r\n"), "{request}");
+        assert!(
+            request.contains("x-extra: 1\r\n") && request.contains("x-extra: 2\r\n"),
+            "{request}"
+        );
     }
 }

@@ -566,3 +566,53 @@ async fn a_template_in_another_namespace_is_refused_until_it_lists_the_canarys_n
     let done = wait_phase(&rig.ns, Phase::Succeeded, LIMIT).await;
     assert_eq!(check(&done.status.expect("status"), "up").value, Some(1.0));
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn a_metric_template_with_a_provider_fledge_cannot_query_says_so_on_its_status() {
+    let ns = TestNamespace::create("an-provider").await;
+    install_crds(&ns.client).await;
+    let controller = start_controller_with(&ns.client, &ns.name, None);
+    create_template(
+        &ns,
+        "datadog-errors",
+        json!({"provider": {"type": "datadog", "address": "https://api.datadoghq.com",
+               "headers": {"X-Scope-OrgID": ["team-a"]}, "region": "eu-west-1"}, "query": "avg:errors{*}"}),
+    )
+    .await;
+    create_template(
+        &ns,
+        "mimir-errors",
+        json!({"provider": {"type": "prometheus", "address": "http://mimir:9009/prometheus",
+               "headers": {"X-Scope-OrgID": ["team-a"]}}, "query": "vector(1)"}),
+    )
+    .await;
+    let api = ns.api::<fledge::api::MetricTemplate>();
+    let ready = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            support::eventually(&format!("{name} Ready"), LIMIT, || async {
+                let t = api.get(name).await.map_err(|e| e.to_string())?;
+                t.status
+                    .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+                    .ok_or_else(|| "no Ready condition yet".to_owned())
+            })
+            .await
+        }
+    };
+    let datadog = ready("datadog-errors").await;
+    assert_eq!(
+        (datadog.status.as_str(), datadog.reason.as_str()),
+        ("False", "UnsupportedProvider")
+    );
+    assert_eq!(
+        datadog.message,
+        "provider type \"datadog\" is not supported: fledge queries prometheus only"
+    );
+    let mimir = ready("mimir-errors").await;
+    assert_eq!(
+        (mimir.status.as_str(), mimir.reason.as_str()),
+        ("True", "Supported")
+    );
+    controller.abort();
+}

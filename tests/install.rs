@@ -83,6 +83,8 @@ const GRANTED_FOR_OTHER_PATHS: &[(&str, &str)] = &[
     ("update", "canaries/finalizers"),
     // analysis.metrics[].templateRef (tests/analysis.rs)
     ("get", "metrictemplates"),
+    // a MetricTemplate's Ready condition (tests/analysis.rs)
+    ("patch", "metrictemplates/status"),
     // a ClusterPolicy's readiness (tests/policy_resources.rs)
     ("patch", "clusterpolicies/status"),
     // autoscalerRef: the -primary HPA copy (tests/lifecycle_seed.rs), released at the teardown deadline

@@ -7,7 +7,7 @@ mod source;
 
 pub use source::{PolicyMetrics, QueryLimits, Replay};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,13 +19,13 @@ use crate::policy::types::MetricCheck;
 use crate::prometheus::{Auth, Prometheus};
 use query::Vars;
 
-/// Prometheus connections by (address, credentials, TLS verification), shared by every canary.
+/// Prometheus connections by (address, credentials, TLS verification, headers), shared by every canary.
 pub struct Providers {
     client: Client,
     /// `--metrics-server`: used when neither the canary nor the template names one.
     default_address: Option<String>,
     timeout: Duration,
-    pool: Mutex<HashMap<(String, String, bool), Prometheus>>,
+    pool: Mutex<HashMap<(String, String, bool, String), Prometheus>>,
 }
 
 impl std::fmt::Debug for Providers {
@@ -36,6 +36,9 @@ impl std::fmt::Debug for Providers {
             .finish_non_exhaustive()
     }
 }
+
+/// Queries without a template send no headers of their own.
+static NO_HEADERS: BTreeMap<String, Vec<String>> = BTreeMap::new();
 
 /// One check as it ran: the measurement, the PromQL and how long resolving and querying took.
 #[derive(Debug, Clone)]
@@ -71,21 +74,30 @@ impl Providers {
     /// The canary's own provider (what its policy's `metrics` import queries), if one is configured.
     pub fn canary_provider(&self, spec: &ValidSpec) -> Result<Option<Prometheus>, String> {
         self.address_for(spec)
-            .map(|a| self.connect(&a, Auth::None, false))
+            .map(|a| self.connect(&a, Auth::None, false, &NO_HEADERS))
             .transpose()
     }
 
-    fn connect(&self, address: &str, auth: Auth, insecure: bool) -> Result<Prometheus, String> {
+    fn connect(
+        &self,
+        address: &str,
+        auth: Auth,
+        insecure: bool,
+        headers: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Prometheus, String> {
         let key = (
             address.to_owned(),
             format!("{auth:?}:{}", auth_digest(&auth)),
             insecure,
+            serde_json::to_string(headers).unwrap_or_default(),
         );
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(p) = pool.get(&key) {
             return Ok(p.clone());
         }
-        let p = Prometheus::new(address, auth, self.timeout, insecure).map_err(|e| e.to_string())?;
+        let p = Prometheus::new(address, auth, self.timeout, insecure)
+            .map_err(|e| e.to_string())?
+            .with_headers(headers);
         pool.insert(key, p.clone());
         Ok(p)
     }
@@ -141,15 +153,15 @@ impl Providers {
         match &m.source {
             MetricSource::SuccessRate => Ok(Resolved {
                 query: query::success_rate(&vars(&empty)),
-                prometheus: self.connect(&canary_address()?, Auth::None, false)?,
+                prometheus: self.connect(&canary_address()?, Auth::None, false, &NO_HEADERS)?,
             }),
             MetricSource::Duration => Ok(Resolved {
                 query: query::duration(&vars(&empty)),
-                prometheus: self.connect(&canary_address()?, Auth::None, false)?,
+                prometheus: self.connect(&canary_address()?, Auth::None, false, &NO_HEADERS)?,
             }),
             MetricSource::Query(q) => Ok(Resolved {
                 query: query::render(q, &vars(&empty)).map_err(|e| e.to_string())?,
-                prometheus: self.connect(&canary_address()?, Auth::None, false)?,
+                prometheus: self.connect(&canary_address()?, Auth::None, false, &NO_HEADERS)?,
             }),
             MetricSource::Template {
                 name: template,
@@ -191,7 +203,12 @@ impl Providers {
                 Ok(Resolved {
                     query: query::render(&t.spec.query, &vars(variables))
                         .map_err(|e| format!("MetricTemplate {template}.{template_ns}: {e}"))?,
-                    prometheus: self.connect(&address, auth, provider.insecure_skip_verify)?,
+                    prometheus: self.connect(
+                        &address,
+                        auth,
+                        provider.insecure_skip_verify,
+                        &provider.headers,
+                    )?,
                 })
             }
         }

@@ -50,6 +50,15 @@ pub struct CanarySpec {
     /// A HorizontalPodAutoscaler of the target, copied for the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler_ref: Option<AutoscalerRef>,
+    /// Flagger's NGINX Ingress: accepted so a Flagger manifest applies, named in the `IgnoredFields` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_ref: Option<ObjectReference>,
+    /// Flagger's APISIX route: accepted, ignored (fledge routes with Istio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_ref: Option<ObjectReference>,
+    /// Flagger's Gloo upstream: accepted, ignored (fledge routes with Istio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ref: Option<ObjectReference>,
     /// Seconds a rollout may make no progress before it is rolled back (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -100,6 +109,32 @@ pub struct AutoscalerRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_object")]
     pub primary_scaler_replicas: Option<serde_json::Value>,
+    /// Flagger's KEDA ScaledObject queries for the primary: accepted, ignored (fledge copies HPAs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub primary_scaler_queries: BTreeMap<String, String>,
+}
+
+/// A reference to an object of another provider (Flagger's `ingressRef`, `routeRef`, `upstreamRef`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Label and annotation keys of the generated Services that another party manages: fledge neither adds,
+/// removes nor changes them once the Service has them.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+pub struct UnmanagedMetadata {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
 }
 
 /// Labels and annotations for a generated Service.
@@ -127,12 +162,25 @@ pub struct CanaryService {
     pub target_port: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
+    /// The Services' `trafficDistribution` (e.g. `PreferClose`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
     #[serde(default)]
     pub port_discovery: bool,
+    /// Generate headless Services (`clusterIP: None`); applies to Services fledge creates.
+    #[serde(default)]
+    pub headless: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Flagger's Gateway API backend timeout: accepted, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    /// Flagger's Gateway API parents: accepted, ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::preserve_object_list")]
+    pub gateway_refs: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     #[serde(default)]
@@ -153,15 +201,27 @@ pub struct CanaryService {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_object")]
     pub headers: Option<serde_json::Value>,
+    /// Flagger's Gateway API mirror filters: accepted, ignored (Istio mirrors by `analysis.mirror`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::preserve_object_list")]
+    pub mirror: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_object")]
     pub cors_policy: Option<serde_json::Value>,
+    /// Flagger's App Mesh mesh name: accepted, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_name: Option<String>,
+    /// Flagger's App Mesh backends: accepted, ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apex: Option<CustomMetadata>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<CustomMetadata>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CustomMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmanaged_metadata: Option<UnmanagedMetadata>,
 }
 
 /// How a rollout is analysed and stepped.

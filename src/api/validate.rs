@@ -358,7 +358,7 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
             .unwrap_or(100),
         canary_ready_percent: percent("analysis.canaryReadyThreshold", analysis.canary_ready_threshold)?
             .unwrap_or(100),
-        ignored: ignored(analysis),
+        ignored: ignored(spec, analysis),
     })
 }
 
@@ -449,17 +449,58 @@ fn has_match(analysis: &CanaryAnalysis) -> bool {
     analysis.match_.as_ref().is_some_and(|m| !m.is_empty())
 }
 
-/// Flagger fields set in `spec` that fledge does not implement yet.
-fn ignored(analysis: &CanaryAnalysis) -> Vec<&'static str> {
+/// Flagger fields set in `spec` that fledge accepts and does not act on: other providers' fields, and the
+/// few Istio features not implemented yet.
+fn ignored(spec: &CanarySpec, analysis: &CanaryAnalysis) -> Vec<&'static str> {
+    let svc = &spec.service;
     [
         // Istio cannot mirror an A/B test's matched route (nor does Flagger).
         ("analysis.mirror", analysis.mirror && has_match(analysis)),
         ("analysis.sessionAffinity", analysis.session_affinity.is_some()),
         ("analysis.alerts", !analysis.alerts.is_empty()),
+        ("ingressRef", spec.ingress_ref.is_some()),
+        ("routeRef", spec.route_ref.is_some()),
+        ("upstreamRef", spec.upstream_ref.is_some()),
+        (
+            "autoscalerRef.primaryScalerQueries",
+            spec.autoscaler_ref
+                .as_ref()
+                .is_some_and(|a| !a.primary_scaler_queries.is_empty()),
+        ),
+        ("service.backendTimeout", svc.backend_timeout.is_some()),
+        ("service.gatewayRefs", !svc.gateway_refs.is_empty()),
+        ("service.mirror", !svc.mirror.is_empty()),
+        ("service.meshName", svc.mesh_name.is_some()),
+        ("service.backends", !svc.backends.is_empty()),
     ]
     .into_iter()
     .filter_map(|(field, set)| set.then_some(field))
     .collect()
+}
+
+/// Why fledge does not act on an ignored field.
+fn why_ignored(field: &str) -> &'static str {
+    match field {
+        "analysis.mirror" => "Istio cannot mirror an A/B test's matched route",
+        "ingressRef" => "NGINX only",
+        "routeRef" => "APISIX only",
+        "upstreamRef" => "Gloo only",
+        "autoscalerRef.primaryScalerQueries" => "KEDA only",
+        "service.backendTimeout" | "service.gatewayRefs" | "service.mirror" => "Gateway API only",
+        "service.meshName" | "service.backends" => "App Mesh only",
+        _ => "not implemented",
+    }
+}
+
+/// The `IgnoredFields` message: each field with why (`fledge ignores analysis.alerts (not implemented)`).
+pub fn ignored_message(fields: &[&str]) -> Option<String> {
+    (!fields.is_empty()).then(|| {
+        let items: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{f} ({})", why_ignored(f)))
+            .collect();
+        format!("fledge ignores {}", items.join(", "))
+    })
 }
 
 /// `30s` → 30 s, `2m` → 120 s.
@@ -594,6 +635,42 @@ mod tests {
             validate(&s).expect("valid").ignored,
             vec!["analysis.mirror", "analysis.alerts"]
         );
+    }
+
+    #[test]
+    fn other_providers_fields_are_accepted_and_named_with_the_provider_they_belong_to() {
+        let mut s: CanarySpec = serde_json::from_value(serde_json::json!({
+            "targetRef": {"name": "podinfo"},
+            "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"},
+            "autoscalerRef": {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "podinfo",
+                              "primaryScalerQueries": {"q": "sum(rate(x[1m]))"}},
+            "service": {"port": 9898, "meshName": "global", "backends": ["backend"],
+                        "gatewayRefs": [{"name": "gw"}], "backendTimeout": "5s"},
+            "analysis": {"alerts": [{"name": "on-call"}]},
+        }))
+        .expect("Flagger's fields parse");
+        let ignored = validate(&s).expect("valid").ignored;
+        assert_eq!(
+            ignored,
+            [
+                "analysis.alerts",
+                "ingressRef",
+                "autoscalerRef.primaryScalerQueries",
+                "service.backendTimeout",
+                "service.gatewayRefs",
+                "service.meshName",
+                "service.backends"
+            ]
+        );
+        assert_eq!(
+            ignored_message(&ignored[..2]).as_deref(),
+            Some("fledge ignores analysis.alerts (not implemented), ingressRef (NGINX only)")
+        );
+        s.analysis = None;
+        s.ingress_ref = None;
+        s.autoscaler_ref = None;
+        s.service = serde_json::from_value(serde_json::json!({"port": 9898})).expect("service");
+        assert_eq!(ignored_message(&validate(&s).expect("valid").ignored), None);
     }
 
     #[test]

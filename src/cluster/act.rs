@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use super::hpa::primary_hpa;
 use super::index::Index;
 use super::observe::Snapshot;
-use super::services::{Role, discovered_ports, service};
+use super::services::{Role, discovered_ports, owned_by, service};
 use super::workload::primary_deployment;
 use super::{ClusterError, FIELD_MANAGER, primary_name};
 use crate::api::{CanaryService, ValidSpec};
@@ -213,18 +213,21 @@ impl Actor<'_> {
             .map(|t| discovered_ports(t, self.spec, self.service))
             .unwrap_or_default();
         for role in [Role::Primary, Role::Canary, Role::Apex] {
-            let apex = if role == Role::Apex {
-                self.snapshot.apex.as_ref().filter(|s| !self.owns(s))
-            } else {
-                None
-            };
-            let svc = service(role, self.spec, self.service, label, &self.owner, apex, &extra);
-            let name = svc.metadata.name.clone().unwrap_or_default();
+            let name = role.name(&self.spec.service);
             let live = self.index.service(self.namespace, &name);
-            self.apply_changed(&services, "service", &name, &svc, live)
+            let svc = service(
+                role,
+                self.spec,
+                self.service,
+                label,
+                &self.owner,
+                live.as_ref(),
+                &extra,
+            );
+            self.apply_changed(&services, "service", &name, &svc, live.as_ref())
                 .await?;
-            if let Some(found) = apex {
-                self.replace_apex_ports(&services, found, &svc).await?;
+            if let Some(found) = live.filter(|s| role == Role::Apex && !owned_by(s, &self.owner)) {
+                self.replace_apex_ports(&services, &found, &svc).await?;
             }
         }
         Ok(())
@@ -324,13 +327,5 @@ impl Actor<'_> {
             .await?;
         self.index.applied(&key, &desired);
         Ok(())
-    }
-
-    fn owns(&self, svc: &Service) -> bool {
-        svc.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.uid == self.owner.uid)
     }
 }

@@ -22,43 +22,42 @@ pub enum Role {
     Canary,
 }
 
-/// Builds the Service for `role`. `existing_apex` is the apex as found (for keeping its original selector);
-/// `extra_ports` are appended after the canary's port (see [`discovered_ports`]).
+impl Role {
+    /// The Service's name for the apex Service name `apex`.
+    pub fn name(self, apex: &str) -> String {
+        match self {
+            Role::Apex => apex.to_owned(),
+            Role::Primary => format!("{apex}-primary"),
+            Role::Canary => format!("{apex}-canary"),
+        }
+    }
+}
+
+/// Builds the Service for `role`. `live` is that Service as found: a user's apex keeps its original selector
+/// and is never owned; Services fledge owns keep the values of `unmanagedMetadata` keys they carry; headless
+/// applies only where the Service is created so (a cluster IP cannot be taken away). `extra_ports` are
+/// appended after the canary's port (see [`discovered_ports`]).
 pub fn service(
     role: Role,
     spec: &ValidSpec,
     svc: &CanaryService,
     label: &(String, String),
     owner: &OwnerReference,
-    existing_apex: Option<&Service>,
+    live: Option<&Service>,
     extra_ports: &[ServicePort],
 ) -> Service {
-    let (name, selected, meta) = match role {
-        Role::Apex => (
-            spec.service.clone(),
-            format!("{}-primary", label.1),
-            svc.apex.as_ref(),
-        ),
-        Role::Primary => (
-            format!("{}-primary", spec.service),
-            format!("{}-primary", label.1),
-            svc.primary.as_ref(),
-        ),
-        Role::Canary => (
-            format!("{}-canary", spec.service),
-            label.1.clone(),
-            svc.canary.as_ref(),
-        ),
+    let name = role.name(&spec.service);
+    let (selected, meta) = match role {
+        Role::Apex => (format!("{}-primary", label.1), svc.apex.as_ref()),
+        Role::Primary => (format!("{}-primary", label.1), svc.primary.as_ref()),
+        Role::Canary => (label.1.clone(), svc.canary.as_ref()),
     };
+    let user_apex = live.filter(|s| role == Role::Apex && !owned_by(s, owner));
     let meta = meta.cloned().unwrap_or_default();
     let mut annotations = meta.annotations;
     let mut labels = meta.labels;
-    let mut owners = vec![owner.clone()];
-    if role == Role::Apex
-        && let Some(found) = existing_apex
-    {
+    if let Some(found) = user_apex {
         // A user-owned apex: remember its selector once, never own it.
-        owners.clear();
         let recorded = found
             .metadata
             .annotations
@@ -74,22 +73,32 @@ pub fn service(
             serde_json::to_string(&selector).unwrap_or_else(|_| "{}".into())
         });
         annotations.insert(ORIGINAL_SELECTOR.to_owned(), original);
+    } else if let (Some(found), Some(unmanaged)) = (live, &svc.unmanaged_metadata) {
+        keep_unmanaged(&mut labels, found.metadata.labels.as_ref(), &unmanaged.labels);
+        keep_unmanaged(
+            &mut annotations,
+            found.metadata.annotations.as_ref(),
+            &unmanaged.annotations,
+        );
     }
     labels.insert(label.0.clone(), name.clone());
-    if !owners.is_empty() {
+    if user_apex.is_none() {
         labels.extend(super::ownership_labels(owner));
     }
+    let headless = svc.headless && live.is_none_or(|s| cluster_ip(s) == Some("None"));
     Service {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: owner_namespace(existing_apex),
+            namespace: user_apex.and_then(|s| s.metadata.namespace.clone()),
             labels: Some(labels),
             annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: (!owners.is_empty()).then_some(owners),
+            owner_references: user_apex.is_none().then(|| vec![owner.clone()]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
+            cluster_ip: headless.then(|| "None".to_owned()),
+            traffic_distribution: svc.traffic_distribution.clone(),
             selector: Some(BTreeMap::from([(label.0.clone(), selected)])),
             ports: Some(
                 std::iter::once(ServicePort {
@@ -107,6 +116,33 @@ pub fn service(
         }),
         status: None,
     }
+}
+
+/// Flagger's `unmanagedMetadata`: a listed key the Service already carries keeps its value (fledge writes
+/// it back unchanged rather than its own, so it neither changes nor, by dropping it, removes it).
+fn keep_unmanaged(
+    ours: &mut BTreeMap<String, String>,
+    found: Option<&BTreeMap<String, String>>,
+    keys: &[String],
+) {
+    for key in keys {
+        if let Some(value) = found.and_then(|f| f.get(key)) {
+            ours.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+fn cluster_ip(s: &Service) -> Option<&str> {
+    s.spec.as_ref()?.cluster_ip.as_deref()
+}
+
+/// Whether the Canary of `owner` owns this Service.
+pub fn owned_by(s: &Service, owner: &OwnerReference) -> bool {
+    s.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner.uid)
 }
 
 /// Flagger's `service.portDiscovery`: every other TCP container port of the target, named after the
@@ -147,10 +183,6 @@ pub fn discovered_ports(target: &Deployment, spec: &ValidSpec, svc: &CanaryServi
         });
     }
     ports
-}
-
-fn owner_namespace(existing: Option<&Service>) -> Option<String> {
-    existing.and_then(|s| s.metadata.namespace.clone())
 }
 
 /// The selector to restore on the apex: what the annotation recorded, else `{label: value}`.
@@ -268,5 +300,75 @@ mod tests {
             ports.iter().map(|p| p.port).collect::<Vec<_>>(),
             [9898, 9797, 9999]
         );
+    }
+
+    fn cluster_ip_of(s: &Service) -> Option<&str> {
+        cluster_ip(s)
+    }
+
+    #[test]
+    fn headless_services_are_created_without_a_cluster_ip_and_an_allocated_one_is_left_alone() {
+        let (spec, mut svc, label, owner) = fixtures();
+        svc.headless = true;
+        svc.traffic_distribution = Some("PreferClose".into());
+        let created = service(Role::Primary, &spec, &svc, &label, &owner, None, &[]);
+        assert_eq!(cluster_ip_of(&created), Some("None"));
+        assert_eq!(
+            created
+                .spec
+                .as_ref()
+                .and_then(|s| s.traffic_distribution.as_deref()),
+            Some("PreferClose")
+        );
+        let mut allocated = created.clone();
+        allocated.spec.as_mut().expect("spec").cluster_ip = Some("10.0.0.7".into());
+        let again = service(Role::Primary, &spec, &svc, &label, &owner, Some(&allocated), &[]);
+        assert_eq!(cluster_ip_of(&again), None, "a cluster IP is immutable");
+        let still = service(Role::Primary, &spec, &svc, &label, &owner, Some(&created), &[]);
+        assert_eq!(cluster_ip_of(&still), Some("None"));
+    }
+
+    #[test]
+    fn unmanaged_label_and_annotation_keys_keep_the_value_the_service_carries() {
+        let (spec, mut svc, label, owner) = fixtures();
+        svc.primary = Some(crate::api::CustomMetadata {
+            labels: BTreeMap::from([("team".into(), "ours".into())]),
+            annotations: BTreeMap::from([("mesh/sidecar".into(), "ours".into())]),
+        });
+        svc.unmanaged_metadata = Some(crate::api::UnmanagedMetadata {
+            labels: vec!["team".into()],
+            annotations: vec!["mesh/sidecar".into(), "absent".into()],
+        });
+        let created = service(Role::Primary, &spec, &svc, &label, &owner, None, &[]);
+        let meta = |s: &Service, key: &str| {
+            let m = &s.metadata;
+            m.labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .or_else(|| m.annotations.as_ref().and_then(|a| a.get(key)))
+                .cloned()
+        };
+        assert_eq!(
+            meta(&created, "team").as_deref(),
+            Some("ours"),
+            "created with the Canary's"
+        );
+        let mut edited = created.clone();
+        edited
+            .metadata
+            .labels
+            .as_mut()
+            .expect("labels")
+            .insert("team".into(), "theirs".into());
+        edited
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert("mesh/sidecar".into(), "theirs".into());
+        let again = service(Role::Primary, &spec, &svc, &label, &owner, Some(&edited), &[]);
+        assert_eq!(meta(&again, "team").as_deref(), Some("theirs"));
+        assert_eq!(meta(&again, "mesh/sidecar").as_deref(), Some("theirs"));
+        assert_eq!(meta(&again, "absent"), None, "an unmanaged key is never added");
     }
 }

@@ -9,6 +9,7 @@ mod ownership;
 pub mod policies;
 mod reconcile;
 mod status;
+mod templates;
 mod watches;
 mod written;
 
@@ -243,6 +244,11 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
             stop.clone(),
         )),
         tokio::spawn(policies::run::<ClusterPolicy>(policy_ctx, None, stop.clone())),
+        tokio::spawn(templates::run(
+            client.clone(),
+            options.namespace.clone(),
+            stop.clone(),
+        )),
     ];
     controller
         .reconcile_on(woken)

@@ -260,8 +260,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         Ok(spec) => spec,
         Err(e) => return refuse_spec(&ctx, &canary, e.to_string()).await,
     };
-    let ignored = (!spec.ignored.is_empty())
-        .then(|| format!("fledge ignores {} (not implemented)", spec.ignored.join(", ")));
+    let ignored = crate::api::ignored_message(&spec.ignored);
     if let Some(why) = &ignored
         && status.and_then(|s| s.observed_generation) != generation
     {
