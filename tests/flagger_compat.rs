@@ -306,3 +306,57 @@ async fn an_existing_apex_service_gets_the_canarys_ports_in_place_of_its_own() {
     assert_eq!(found.len(), 1);
     controller.abort();
 }
+
+/// A cluster without Istio (a Flagger manifest written for another mesh, say, with no provider): the Canary
+/// says the router is not installed and fledge touches nothing (issue 15, item 9). A plane of its own,
+/// started without Istio's CRDs.
+#[tokio::test]
+#[ignore = "starts a second local control plane; run with make test"]
+async fn without_istio_in_the_cluster_a_canary_says_so_and_fledge_creates_nothing() {
+    let plane = support::plane::Plane::start("no-istio", &[("FLEDGE_PLANE_ISTIO", "0")]).await;
+    let ns = TestNamespace::create_in(plane.client.clone(), "no-istio").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(&ns, json!({"interval": "1s", "stepWeight": 20}))
+        .await
+        .expect("create canary");
+    let ready = support::eventually("a RouterNotInstalled condition", LIMIT, || async {
+        let c = ns
+            .api::<Canary>()
+            .get("podinfo")
+            .await
+            .map_err(|e| e.to_string())?;
+        c.status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .filter(|c| c.reason == "RouterNotInstalled")
+            .ok_or_else(|| "no RouterNotInstalled condition yet".to_owned())
+    })
+    .await;
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready
+            .message
+            .starts_with("the cluster does not serve networking.istio.io VirtualService and DestinationRule"),
+        "{}",
+        ready.message
+    );
+    event_note(&ns, "install Istio's CRDs, then restart fledge").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("podinfo-primary")
+            .await
+            .expect("get")
+            .is_none(),
+        "a primary was created for a canary that cannot be routed"
+    );
+    assert_eq!(
+        selector(&ns, "podinfo")
+            .await
+            .and_then(|s| s.get("app").cloned())
+            .as_deref(),
+        Some("podinfo")
+    );
+    controller.abort();
+}

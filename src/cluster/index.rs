@@ -107,6 +107,11 @@ impl Index {
             .map(|d| d.as_ref().clone())
     }
 
+    /// Whether the cluster served Istio's VirtualService and DestinationRule when the watches started.
+    pub fn istio_served(&self) -> bool {
+        self.stores.virtual_services.is_some() && self.stores.destination_rules.is_some()
+    }
+
     pub fn service(&self, namespace: &str, name: &str) -> Option<Service> {
         self.stores
             .services

@@ -258,8 +258,11 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
 
     let spec = match validate_with(&canary.spec, ctx.options.min_interval) {
         Ok(spec) => spec,
-        Err(e) => return refuse_spec(&ctx, &canary, e.to_string()).await,
+        Err(e) => return refuse(&ctx, &canary, "InvalidSpec", e.to_string()).await,
     };
+    if !ctx.index.istio_served() {
+        return refuse(&ctx, &canary, "RouterNotInstalled", NO_ISTIO.to_owned()).await;
+    }
     let ignored = crate::api::ignored_message(&spec.ignored);
     if let Some(why) = &ignored
         && status.and_then(|s| s.observed_generation) != generation
@@ -328,7 +331,13 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             message,
         }) = answer
         {
-            return refuse_spec(&ctx, &canary, format!("analysis.policy.config: {message}")).await;
+            return refuse(
+                &ctx,
+                &canary,
+                "InvalidSpec",
+                format!("analysis.policy.config: {message}"),
+            )
+            .await;
         }
     }
 
@@ -515,19 +524,24 @@ impl Resyncs {
 }
 
 /// Nothing is touched for an invalid spec: it is reported and waits for the user to change it.
-async fn refuse_spec(ctx: &Context, canary: &Canary, why: String) -> Result<Requeue, ReconcileError> {
+/// Why a Canary is not acted on when the cluster has no Istio (checked once, when the watches start).
+const NO_ISTIO: &str = "the cluster does not serve networking.istio.io VirtualService and DestinationRule: fledge routes canaries with Istio (provider istio or unset); install Istio's CRDs, then restart fledge";
+
+/// A Canary fledge will not act on: `Ready=False` with `reason` and the event once; touches nothing else.
+async fn refuse(
+    ctx: &Context,
+    canary: &Canary,
+    reason: &str,
+    why: String,
+) -> Result<Requeue, ReconcileError> {
     let status = canary.status.as_ref();
     let generation = canary.meta().generation;
     let mut s = status.cloned().unwrap_or_default();
-    let told =
-        previous_condition(status, "Ready").is_some_and(|c| c.reason == "InvalidSpec" && c.message == why);
-    set_condition(
-        &mut s,
-        condition("Ready", "False", "InvalidSpec", &why, generation),
-    );
+    let told = previous_condition(status, "Ready").is_some_and(|c| c.reason == reason && c.message == why);
+    set_condition(&mut s, condition("Ready", "False", reason, &why, generation));
     s.observed_generation = generation;
     if !told {
-        publish(ctx, canary, EventKind::Warning, "InvalidSpec", why).await;
+        publish(ctx, canary, EventKind::Warning, reason, why).await;
     }
     write_status(ctx, canary, status, s).await?;
     Ok(Requeue::await_change())

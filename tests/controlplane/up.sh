@@ -150,11 +150,13 @@ status:
 NODE
 wait_for "node kwok-node-0" 60 kc wait --for=condition=Ready node/kwok-node-0 --timeout=1s
 
-# --- Istio's traffic CRDs
+# --- Istio's traffic CRDs (FLEDGE_PLANE_ISTIO=0 leaves them out: a cluster without Istio)
 # (kubectl warns about Istio's `format: binary`; the warning is noise, errors still fail the script)
-kc apply --server-side -f "$bin/istio-crds.yaml" >/dev/null 2>"$CP_STATE/logs/istio-crds.log"
-wait_for "istio CRDs" 60 kc wait --for=condition=Established --timeout=1s \
-  crd/virtualservices.networking.istio.io crd/destinationrules.networking.istio.io
+if [ "${FLEDGE_PLANE_ISTIO:-1}" != 0 ]; then
+  kc apply --server-side -f "$bin/istio-crds.yaml" >/dev/null 2>"$CP_STATE/logs/istio-crds.log"
+  wait_for "istio CRDs" 60 kc wait --for=condition=Established --timeout=1s \
+    crd/virtualservices.networking.istio.io crd/destinationrules.networking.istio.io
+fi
 
 trap - EXIT
 log "plane ready in $((SECONDS - started)) s; stop it with tests/controlplane/down.sh"

@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod fledge;
 pub mod hooks;
+pub mod plane;
 pub mod policy;
 pub mod prometheus;
 pub mod registry;
@@ -35,7 +36,11 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates `<prefix>-<unique suffix>`.
     pub async fn create(prefix: &str) -> Self {
-        let client = client().await;
+        Self::create_in(client().await, prefix).await
+    }
+
+    /// Like [`TestNamespace::create`], on the plane `client` talks to.
+    pub async fn create_in(client: Client, prefix: &str) -> Self {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock after 1970")
