@@ -1,22 +1,33 @@
-//! The VirtualService fledge writes equals the one Flagger writes, for every documented Canary shape in
-//! `tests/fixtures/flagger/` (expected objects written from Flagger's Istio router; see the README there).
-//! Pure: builds the objects, no cluster.
+//! The VirtualService, DestinationRules and Services fledge writes equal the ones Flagger writes, for every
+//! documented Canary shape in `tests/fixtures/flagger/` (expected objects written from Flagger's Istio and
+//! Kubernetes routers; see the README there). Pure: builds the objects, no cluster.
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use fledge::api::{CanarySpec, validate};
+use fledge::cluster::services::{Role, service};
 use fledge::lifecycle::Split;
-use fledge::router::istio::virtual_service;
+use fledge::router::istio::{ORIGINAL_CONFIGURATION, destination_rule, virtual_service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::DynamicObject;
 use serde_json::Value;
 
 #[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Fixture {
     canary: CanarySpec,
+    /// The user's VirtualService spec found before the Canary, if any.
     #[serde(default)]
-    labels: std::collections::BTreeMap<String, String>,
+    existing_virtual_service: Option<Value>,
     #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    /// The specs of the three Services and two DestinationRules, by name: the same at every weight.
+    services: BTreeMap<String, Value>,
+    destination_rules: BTreeMap<String, Value>,
     at: Vec<At>,
 }
 
@@ -24,6 +35,9 @@ struct Fixture {
 #[serde(rename_all = "camelCase")]
 struct At {
     weights: (u32, u32),
+    /// The share of requests mirrored to the canary, while an analysis mirrors.
+    #[serde(default)]
+    mirror: Option<u32>,
     virtual_service: Value,
 }
 
@@ -70,7 +84,7 @@ fn every_documented_canary_shape_is_routed_as_flagger_routes_it() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "the fixtures are missing: {files:?}");
+    assert!(files.len() >= 12, "the fixtures are missing: {files:?}");
     let mut failures = Vec::new();
     for file in &files {
         let name = file
@@ -82,34 +96,92 @@ fn every_documented_canary_shape_is_routed_as_flagger_routes_it() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let spec = validate(&fixture.canary).unwrap_or_else(|e| panic!("{name}: invalid canary: {e:?}"));
         let ab = fixture.canary.analysis.as_ref().and_then(|a| a.match_.as_ref());
+        let svc = &fixture.canary.service;
+        let mut found = Vec::new();
+        let existing = fixture.existing_virtual_service.as_ref().map(|user| {
+            serde_json::from_value::<DynamicObject>(serde_json::json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": spec.service}, "spec": user
+            }))
+            .expect("existing VirtualService")
+        });
+        let label = ("app".to_owned(), "podinfo".to_owned());
+        let names: Vec<&String> = fixture.services.keys().collect();
+        let apex = &spec.service;
+        let wanted = [apex.clone(), format!("{apex}-canary"), format!("{apex}-primary")];
+        assert_eq!(
+            names,
+            wanted.iter().collect::<Vec<_>>(),
+            "{name}: the three Services"
+        );
+        for (role, service_name) in [
+            (Role::Apex, &wanted[0]),
+            (Role::Canary, &wanted[1]),
+            (Role::Primary, &wanted[2]),
+        ] {
+            let built = service(role, &spec, svc, &label, &owner(), None, &[]);
+            let built = serde_json::to_value(&built.spec).expect("service spec");
+            differences(
+                &format!("service {service_name}"),
+                &fixture.services[service_name],
+                &built,
+                &mut found,
+            );
+        }
+        for host in [format!("{apex}-canary"), format!("{apex}-primary")] {
+            let expected = fixture
+                .destination_rules
+                .get(&host)
+                .unwrap_or_else(|| panic!("{name}: no DestinationRule {host}"));
+            let built = destination_rule(&host, svc, &owner());
+            differences(
+                &format!("destinationrule {host}"),
+                expected,
+                &built["spec"],
+                &mut found,
+            );
+        }
         for at in &fixture.at {
             let (primary, canary) = at.weights;
             let vs = virtual_service(
                 &spec,
-                &fixture.canary.service,
+                svc,
                 ab,
-                Split::weights(primary, canary),
+                Split {
+                    mirror: at.mirror,
+                    ..Split::weights(primary, canary)
+                },
                 &owner(),
-                None,
+                existing.as_ref(),
             );
-            let mut found = Vec::new();
-            differences("spec", &at.virtual_service, &vs["spec"], &mut found);
+            let place = format!("virtualservice at {primary}/{canary}");
+            differences(&place, &at.virtual_service, &vs["spec"], &mut found);
             for (kind, wanted) in [("labels", &fixture.labels), ("annotations", &fixture.annotations)] {
                 for (key, value) in wanted {
                     if vs["metadata"][kind][key] != value.as_str() {
                         found.push(format!(
-                            "metadata.{kind}.{key}: Flagger {value}, fledge {}",
+                            "{place} metadata.{kind}.{key}: Flagger {value}, fledge {}",
                             vs["metadata"][kind][key]
                         ));
                     }
                 }
             }
-            failures.extend(
-                found
-                    .into_iter()
-                    .map(|f| format!("{name} at {primary}/{canary}: {f}")),
-            );
+            if let Some(user) = &fixture.existing_virtual_service {
+                // Flagger keeps the user's spec in an annotation of its own name; fledge in its, to hand back.
+                let kept: Option<Value> = vs["metadata"]["annotations"][ORIGINAL_CONFIGURATION]
+                    .as_str()
+                    .and_then(|a| serde_json::from_str(a).ok());
+                if kept.as_ref() != Some(user) {
+                    found.push(format!("{place}: the user's spec is not kept: {kept:?}"));
+                }
+                if vs["metadata"].get("ownerReferences").is_some() {
+                    found.push(format!(
+                        "{place}: the user's VirtualService is taken as fledge's own"
+                    ));
+                }
+            }
         }
+        failures.extend(found.into_iter().map(|f| format!("{name}: {f}")));
     }
     assert!(
         failures.is_empty(),

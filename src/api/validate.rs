@@ -350,7 +350,12 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         metrics: analysis.metrics.iter().map(metric).collect::<Result<_, _>>()?,
         webhooks: analysis.webhooks.iter().map(webhook).collect::<Result<_, _>>()?,
         mirror: if analysis.mirror && !has_match {
-            Some(percent("analysis.mirrorWeight", analysis.mirror_weight)?.unwrap_or(100))
+            // Flagger: a mirrorWeight of 0 (or none) mirrors every request.
+            Some(
+                percent("analysis.mirrorWeight", analysis.mirror_weight)?
+                    .filter(|w| *w > 0)
+                    .unwrap_or(100),
+            )
         } else {
             None
         },

@@ -758,10 +758,58 @@ fn blue_green_with_mirroring_mirrors_every_iteration_and_promotion_drops_the_mir
     let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
     assert_eq!((routed(&t), t.state.iterations), (Some((0, Some(100))), 2));
     assert!(!events(&t).contains(&"Start traffic mirroring podinfo.test"));
+    // Flagger's switch: the mirror stops and every user goes to the new version before the primary changes.
+    let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
+    assert_eq!(routed(&t), Some((100, None)));
+    assert!(events(&t).contains(&"Stop traffic mirroring and route all traffic to canary podinfo.test"));
     let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
     assert_eq!(t.state.phase, Some(Phase::Promoting));
     let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
-    assert_eq!(routed(&t), Some((0, None)), "promotion routes without the mirror");
+    assert_eq!(
+        routed(&t),
+        Some((0, None)),
+        "promotion routes back without the mirror"
+    );
+}
+
+#[test]
+fn blue_green_routes_every_user_to_the_canary_before_the_primary_is_updated_and_back_once_it_is() {
+    let spec = spec(serde_json::json!({"interval": "10s", "threshold": 2, "iterations": 2}));
+    let mut judge = Iterations(2);
+    let mut t = tick(
+        &id(),
+        &spec,
+        &progressing_at(0, "r2"),
+        &observed("r2"),
+        &mut judge,
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            routed(&t).map(|(canary, _)| canary).unwrap_or(0),
+            0,
+            "iterations keep users on the primary"
+        );
+        t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
+    }
+    assert_eq!((routed(&t), t.state.canary_weight), (Some((100, None)), 100));
+    assert!(events(&t).contains(&"Routing all traffic to canary podinfo.test"));
+    assert!(
+        !has(&t, &Action::PromotePrimary),
+        "the primary is updated only once users left it"
+    );
+    let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Promoting));
+    assert!(has(&t, &Action::PromotePrimary));
+    assert_eq!(
+        routed(&t),
+        Some((100, None)),
+        "still on the canary while the primary rolls"
+    );
+    let t = tick(&id(), &spec, &t.state.clone(), &after(&t, "r2"), &mut judge);
+    assert_eq!(
+        (routed(&t), t.state.phase),
+        (Some((0, None)), Some(Phase::Finalising))
+    );
 }
 
 /// A judge that must not be asked anything: the policy behind it cannot judge.

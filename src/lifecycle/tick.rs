@@ -558,6 +558,9 @@ impl Ticker<'_> {
                     self.out.state.phase = Some(Phase::WaitingPromotion);
                     return;
                 }
+                if self.spec.iterations.is_some() && !self.spec.has_match && weight < 100 {
+                    return self.switch_to_canary();
+                }
                 self.promote_now();
             }
             StepDecision::SetWeight { .. } | StepDecision::Hold { .. } | StepDecision::Rollback { .. } => {}
@@ -629,6 +632,21 @@ impl Ticker<'_> {
         s.policy_state = None;
         s.history.clear();
         s.intervals_at_weight = 0;
+    }
+
+    /// Blue/green, as Flagger: once the iterations passed, every user moves to the new version in one switch
+    /// and stays there while the primary is updated (the next passing analysis promotes), so no user sees
+    /// old and new pods mixed behind the primary during its rollout.
+    fn switch_to_canary(&mut self) {
+        let note = if self.mirroring() {
+            "Stop traffic mirroring and route all traffic to canary"
+        } else {
+            "Routing all traffic to canary"
+        };
+        self.route(100);
+        self.out.state.canary_weight = 100;
+        self.out.state.intervals_at_weight = 0;
+        self.event(EventKind::Normal, format!("{note} {}", self.id));
     }
 
     fn promote_now(&mut self) {

@@ -131,7 +131,10 @@ fn http_routes(
     }
     if let Some(percent) = split.mirror {
         http["mirror"] = json!({"host": format!("{apex}-canary")});
-        http["mirrorPercentage"] = json!({"value": percent});
+        // As Flagger: a share only when it is not all (Istio mirrors every request without one).
+        if percent < 100 {
+            http["mirrorPercentage"] = json!({"value": percent});
+        }
     }
     match analysis_match.filter(|m| !m.is_empty()) {
         Some(ab) => {
