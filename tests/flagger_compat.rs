@@ -360,3 +360,75 @@ async fn without_istio_in_the_cluster_a_canary_says_so_and_fledge_creates_nothin
     );
     controller.abort();
 }
+
+/// What fledge writes on a real API server for the shapes where it used to differ from Flagger (issue 15,
+/// items 1–3): port discovery behind a gateway, A/B testing under a Service match, TCP. Each Canary comes
+/// from its golden file, is initialised, and the VirtualService, DestinationRules and Services read back
+/// must be the ones in that file.
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn port_discovery_ab_testing_and_tcp_canaries_are_routed_on_the_plane_as_flagger_routes_them() {
+    use support::routing::{differences, fixture, missing};
+    let shapes = ["port-discovery-gateway.yaml", "ab-testing.yaml", "tcp.yaml"];
+    let runs = shapes.map(|name| async move {
+        let golden = fixture(name);
+        let ns = TestNamespace::create(&format!("golden-{}", name.trim_end_matches(".yaml"))).await;
+        install_crds(&ns.client).await;
+        create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+        let controller = start_controller(&ns.client, &ns.name);
+        let spec = serde_json::to_value(&golden.canary).expect("canary spec");
+        create_canary_spec(&ns, "podinfo", spec)
+            .await
+            .expect("create canary");
+        wait_phase(&ns, Phase::Initialized, LIMIT).await;
+        let mut found = Vec::new();
+        let init = golden
+            .at
+            .iter()
+            .find(|at| at.weights == (100, 0))
+            .expect("the fixture's state at initialisation");
+        let vs = istio_api(&ns.client, &ns.name, "VirtualService")
+            .get("podinfo")
+            .await
+            .expect("VirtualService");
+        differences(
+            "virtualservice",
+            &init.virtual_service,
+            &vs.data["spec"],
+            &mut found,
+        );
+        for (host, expected) in &golden.destination_rules {
+            let rule = istio_api(&ns.client, &ns.name, "DestinationRule")
+                .get(host)
+                .await
+                .expect("DestinationRule");
+            differences(
+                &format!("destinationrule {host}"),
+                expected,
+                &rule.data["spec"],
+                &mut found,
+            );
+        }
+        for (service, expected) in &golden.services {
+            let live = ns.api::<Service>().get(service).await.expect("Service");
+            let live = serde_json::to_value(&live.spec).expect("spec");
+            // The API server adds its defaults (cluster IP, session affinity, ...): only what Flagger sets counts.
+            missing(&format!("service {service}"), expected, &live, &mut found);
+        }
+        controller.abort();
+        found
+            .into_iter()
+            .map(|f| format!("{name}: {f}"))
+            .collect::<Vec<_>>()
+    });
+    let found: Vec<String> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(
+        found.is_empty(),
+        "on the plane, fledge's routing differs from Flagger's:\n{}",
+        found.join("\n")
+    );
+}

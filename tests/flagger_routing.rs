@@ -2,44 +2,16 @@
 //! documented Canary shape in `tests/fixtures/flagger/` (expected objects written from Flagger's Istio and
 //! Kubernetes routers; see the README there). Pure: builds the objects, no cluster.
 
-use std::path::Path;
+mod support;
 
-use std::collections::BTreeMap;
-
-use fledge::api::{CanarySpec, validate};
+use fledge::api::validate;
 use fledge::cluster::services::{Role, service};
 use fledge::lifecycle::Split;
 use fledge::router::istio::{ORIGINAL_CONFIGURATION, destination_rule, virtual_service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use serde_json::Value;
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Fixture {
-    canary: CanarySpec,
-    /// The user's VirtualService spec found before the Canary, if any.
-    #[serde(default)]
-    existing_virtual_service: Option<Value>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    /// The specs of the three Services and two DestinationRules, by name: the same at every weight.
-    services: BTreeMap<String, Value>,
-    destination_rules: BTreeMap<String, Value>,
-    at: Vec<At>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct At {
-    weights: (u32, u32),
-    /// The share of requests mirrored to the canary, while an analysis mirrors.
-    #[serde(default)]
-    mirror: Option<u32>,
-    virtual_service: Value,
-}
+use support::routing::{differences, fixtures};
 
 fn owner() -> OwnerReference {
     OwnerReference {
@@ -52,48 +24,13 @@ fn owner() -> OwnerReference {
     }
 }
 
-/// Every difference between `expected` and `actual`, by path.
-fn differences(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            for key in e.keys().chain(a.keys().filter(|k| !e.contains_key(*k))) {
-                let (ev, av) = (
-                    e.get(key).unwrap_or(&Value::Null),
-                    a.get(key).unwrap_or(&Value::Null),
-                );
-                differences(&format!("{path}.{key}"), ev, av, out);
-            }
-        }
-        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
-            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
-                differences(&format!("{path}[{i}]"), ev, av, out);
-            }
-        }
-        (Value::Number(e), Value::Number(a)) if e.as_f64() == a.as_f64() => {}
-        _ if expected == actual => {}
-        _ => out.push(format!("{path}: Flagger {expected}, fledge {actual}")),
-    }
-}
-
 #[test]
 fn every_documented_canary_shape_is_routed_as_flagger_routes_it() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flagger");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 12, "the fixtures are missing: {files:?}");
+    let all = fixtures();
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(all.len() >= 12, "the fixtures are missing: {names:?}");
     let mut failures = Vec::new();
-    for file in &files {
-        let name = file
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let fixture: Fixture = serde_yaml::from_str(&std::fs::read_to_string(file).expect("read fixture"))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for (name, fixture) in &all {
         let spec = validate(&fixture.canary).unwrap_or_else(|e| panic!("{name}: invalid canary: {e:?}"));
         let ab = fixture.canary.analysis.as_ref().and_then(|a| a.match_.as_ref());
         let svc = &fixture.canary.service;

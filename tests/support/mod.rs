@@ -8,6 +8,7 @@ pub mod plane;
 pub mod policy;
 pub mod prometheus;
 pub mod registry;
+pub mod routing;
 pub mod traffic;
 
 use std::future::Future;
