@@ -432,3 +432,71 @@ async fn port_discovery_ab_testing_and_tcp_canaries_are_routed_on_the_plane_as_f
         found.join("\n")
     );
 }
+
+/// Flagger's session affinity through a whole rollout on the plane: while the canary takes traffic the
+/// VirtualService pins the cookie the Canary's status names to the canary and sets it on the canary's
+/// responses; after promotion it expires that cookie (issue 14, item 2).
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn session_affinity_pins_the_cookie_to_the_canary_during_the_rollout_and_expires_it_after_promotion() {
+    let ns = TestNamespace::create("affinity").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(
+        &ns,
+        json!({"interval": "2s", "stepWeight": 50, "maxWeight": 50,
+               "sessionAffinity": {"cookieName": "flagger-cookie", "maxAge": 3600}}),
+    )
+    .await
+    .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let virtual_services = istio_api(&ns.client, &ns.name, "VirtualService");
+    let vs = virtual_services.get("podinfo").await.expect("VirtualService");
+    let http = vs.data["spec"]["http"].as_array().cloned().unwrap_or_default();
+    assert_eq!(http.len(), 1, "no cookie before a rollout: {http:?}");
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    let cookie = support::eventually("the cookie pinned at 50 %", LIMIT, || async {
+        let status = ns
+            .api::<Canary>()
+            .get("podinfo")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        let cookie = status
+            .session_affinity_cookie
+            .clone()
+            .ok_or("no cookie in status yet")?;
+        let vs = virtual_services.get("podinfo").await.map_err(|e| e.to_string())?;
+        let http = &vs.data["spec"]["http"];
+        let (name, value) = cookie.split_once('=').ok_or("a cookie without =")?;
+        let pinned = http[0]["match"][0]["headers"]["Cookie"]["regex"] == format!(".*{name}.*{value}.*")
+            && http[0]["route"][1]["weight"] == 100;
+        let set = http[1]["route"][1]["headers"]["response"]["add"]["Set-Cookie"]
+            == format!("{cookie}; Max-Age=3600");
+        if pinned && set && http[1]["route"][1]["weight"] == 50 {
+            Ok(cookie)
+        } else {
+            Err(format!("status cookie {cookie}, routes {http}"))
+        }
+    })
+    .await;
+    assert!(cookie.starts_with("flagger-cookie="), "{cookie}");
+    let done = wait_phase(&ns, Phase::Succeeded, LIMIT).await;
+    let status = done.status.expect("status");
+    assert_eq!(status.session_affinity_cookie, None);
+    assert_eq!(
+        status.previous_session_affinity_cookie.as_deref(),
+        Some(cookie.as_str())
+    );
+    let vs = virtual_services.get("podinfo").await.expect("VirtualService");
+    let http = &vs.data["spec"]["http"];
+    assert_eq!(
+        http[0]["headers"]["response"]["add"]["Set-Cookie"],
+        format!("{cookie}; Max-Age=-1"),
+        "{http}"
+    );
+    assert_eq!(http[1]["route"][0]["weight"], 100, "{http}");
+    controller.abort();
+}

@@ -7,6 +7,7 @@ mod support;
 use fledge::api::validate;
 use fledge::cluster::services::{Role, service};
 use fledge::lifecycle::Split;
+use fledge::router::affinity::{Cookies, Sticky};
 use fledge::router::istio::{ORIGINAL_CONFIGURATION, destination_rule, virtual_service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
@@ -34,6 +35,11 @@ fn every_documented_canary_shape_is_routed_as_flagger_routes_it() {
         let spec = validate(&fixture.canary).unwrap_or_else(|e| panic!("{name}: invalid canary: {e:?}"));
         let ab = fixture.canary.analysis.as_ref().and_then(|a| a.match_.as_ref());
         let svc = &fixture.canary.service;
+        let sticky = fixture
+            .canary
+            .analysis
+            .as_ref()
+            .and_then(|a| a.session_affinity.as_ref());
         let mut found = Vec::new();
         let existing = fixture.existing_virtual_service.as_ref().map(|user| {
             serde_json::from_value::<DynamicObject>(serde_json::json!({
@@ -80,6 +86,12 @@ fn every_documented_canary_shape_is_routed_as_flagger_routes_it() {
         }
         for at in &fixture.at {
             let (primary, canary) = at.weights;
+            let given = at.cookies.as_ref();
+            let cookies = Cookies {
+                canary: given.and_then(|c| c.canary.clone()),
+                primary: given.and_then(|c| c.primary.clone()),
+                previous: given.and_then(|c| c.previous.clone()),
+            };
             let vs = virtual_service(
                 &spec,
                 svc,
@@ -90,6 +102,11 @@ fn every_documented_canary_shape_is_routed_as_flagger_routes_it() {
                 },
                 &owner(),
                 existing.as_ref(),
+                sticky.map(|settings| Sticky {
+                    settings,
+                    cookies: &cookies,
+                    interval_secs: spec.interval.as_secs(),
+                }),
             );
             let place = format!("virtualservice at {primary}/{canary}");
             differences(&place, &at.virtual_service, &vs["spec"], &mut found);

@@ -269,9 +269,9 @@ pub struct CanaryAnalysis {
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_object_list")]
     pub match_: Option<Vec<serde_json::Value>>,
+    /// Keep a user on the canary once routed there (a cookie), as Flagger on Istio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::preserve_object")]
-    pub session_affinity: Option<serde_json::Value>,
+    pub session_affinity: Option<SessionAffinity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<CanaryMetric>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -282,6 +282,36 @@ pub struct CanaryAnalysis {
     /// fledge: the component that makes the step, gate and analysis decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyRef>,
+}
+
+/// Flagger's session affinity: a response from the canary sets a cookie, and requests carrying it keep going
+/// to the canary for the rest of the rollout.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinity {
+    /// The canary cookie's name.
+    #[serde(default)]
+    pub cookie_name: String,
+    /// Seconds the canary cookie lives (default 86400, a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i64>,
+    /// A cookie set by the primary's responses too (living one analysis interval), so a user routed to the
+    /// primary stays there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_cookie_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(Strict|Lax|None)$"))]
+    pub same_site: Option<String>,
+    #[serde(default)]
+    pub http_only: bool,
+    #[serde(default)]
+    pub secure: bool,
+    #[serde(default)]
+    pub partitioned: bool,
 }
 
 /// One metric check of the analysis.
@@ -418,6 +448,15 @@ pub struct CanaryStatus {
     /// fledge: the component judging this canary and its last decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyStatus>,
+    /// Session affinity (as Flagger): `<cookieName>=<value>` of the rollout in flight...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_cookie: Option<String>,
+    /// ...the primary's cookie (`primaryCookieName`)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_session_affinity_cookie: Option<String>,
+    /// ...and the last rollout's, which the VirtualService expires on the clients that still send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_session_affinity_cookie: Option<String>,
     /// fledge: the last analysis — each check's value, bounds and verdict, the webhooks' answers and the
     /// policy's own queries with their results (enough to replay the decision).
     #[serde(default, skip_serializing_if = "Option::is_none")]

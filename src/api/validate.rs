@@ -461,7 +461,11 @@ fn ignored(spec: &CanarySpec, analysis: &CanaryAnalysis) -> Vec<&'static str> {
     [
         // Istio cannot mirror an A/B test's matched route (nor does Flagger).
         ("analysis.mirror", analysis.mirror && has_match(analysis)),
-        ("analysis.sessionAffinity", analysis.session_affinity.is_some()),
+        // Flagger's A/B routes replace the cookie routes.
+        (
+            "analysis.sessionAffinity",
+            analysis.session_affinity.is_some() && has_match(analysis),
+        ),
         ("analysis.alerts", !analysis.alerts.is_empty()),
         ("ingressRef", spec.ingress_ref.is_some()),
         ("routeRef", spec.route_ref.is_some()),
@@ -487,6 +491,7 @@ fn ignored(spec: &CanarySpec, analysis: &CanaryAnalysis) -> Vec<&'static str> {
 fn why_ignored(field: &str) -> &'static str {
     match field {
         "analysis.mirror" => "Istio cannot mirror an A/B test's matched route",
+        "analysis.sessionAffinity" => "A/B testing routes by its own match",
         "ingressRef" => "NGINX only",
         "routeRef" => "APISIX only",
         "upstreamRef" => "Gloo only",

@@ -16,6 +16,7 @@ use super::workload::primary_deployment;
 use super::{ClusterError, FIELD_MANAGER, primary_name};
 use crate::api::{CanaryService, ValidSpec};
 use crate::lifecycle::{Action, Split};
+use crate::router::affinity::Sticky;
 use crate::router::istio::{IstioRouter, destination_rule, virtual_service};
 
 /// Everything needed to act for one canary in one tick.
@@ -34,6 +35,8 @@ pub struct Actor<'a> {
     pub autoscaler: Option<&'a str>,
     /// `spec.analysis.match`: A/B testing routes.
     pub analysis_match: Option<&'a Vec<serde_json::Value>>,
+    /// Session affinity: the cookie routes, when the Canary asks for them.
+    pub sticky: Option<Sticky<'a>>,
 }
 
 impl std::fmt::Debug for Actor<'_> {
@@ -287,6 +290,7 @@ impl Actor<'_> {
             split,
             &self.owner,
             self.snapshot.virtual_service.as_ref(),
+            self.sticky,
         );
         let live = self.index.virtual_service(self.namespace, &self.spec.service);
         self.apply_changed(

@@ -15,7 +15,7 @@ use super::events::EventRecorder;
 use super::judge::{JudgeIo, PolicyJudge};
 use super::ownership::{self, Conflict};
 use super::policies::{Loaded, NotReady, PolicyStore};
-use super::status::{condition, set_condition, state_of, with_state};
+use super::status::{condition, cookies_of, set_condition, set_cookies, state_of, with_state};
 use super::written::Written;
 use crate::analysis::{PolicyMetrics, Providers};
 use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, WebhookType, validate_with};
@@ -26,6 +26,7 @@ use crate::cluster::teardown::{Teardown, abandon, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER, primary_name};
 use crate::lifecycle::{Action, CanaryId, EventKind, PolicyBlocked, State, rollout_of, tick};
 use crate::policy::{Policy, PolicyError};
+use crate::router::affinity::{Sticky, next_cookies};
 use crate::webhooks::{Payload, Webhooks};
 
 /// What every reconcile shares.
@@ -402,6 +403,27 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         .await?
     };
 
+    // Session affinity follows the weight this tick routes (not with A/B testing, as in Flagger).
+    let affinity = canary
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.session_affinity.as_ref())
+        .filter(|_| !spec.has_match);
+    let mut cookies = cookies_of(status);
+    let routed = decided.actions.iter().rev().find_map(|a| match a {
+        Action::Route(split) => Some(split.canary),
+        _ => None,
+    });
+    if let (Some(settings), Some(weight)) = (affinity, routed) {
+        let rollout = format!(
+            "{}/{}/{:?}",
+            canary.uid().unwrap_or_default(),
+            decided.state.last_applied.as_deref().unwrap_or_default(),
+            status.and_then(|s| s.rollout_start_time.as_ref()),
+        );
+        cookies = next_cookies(settings, &cookies, weight, &rollout);
+    }
     let actor = Actor {
         client: &ctx.client,
         namespace: &namespace,
@@ -413,6 +435,11 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         owner: owner_reference(&canary),
         autoscaler: canary.spec.autoscaler_ref.as_ref().map(|a| a.name.as_str()),
         analysis_match: canary.spec.analysis.as_ref().and_then(|a| a.match_.as_ref()),
+        sticky: affinity.map(|settings| Sticky {
+            settings,
+            cookies: &cookies,
+            interval_secs: spec.interval.as_secs(),
+        }),
     };
     for action in &decided.actions {
         match action {
@@ -429,6 +456,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     }
 
     let mut next = with_state(status, &decided.state, generation);
+    set_cookies(&mut next, &cookies);
     // The tick time paces analysis in flight; an idle canary keeps its own, so a Deployment event that
     // changes nothing writes nothing.
     next.last_tick_time = match status.and_then(|s| s.last_tick_time.clone()) {

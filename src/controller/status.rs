@@ -5,6 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{CanaryStatus, Phase};
 use crate::lifecycle::State;
+use crate::router::affinity::Cookies;
 
 /// The lifecycle's view of a status.
 pub fn state_of(status: Option<&CanaryStatus>) -> State {
@@ -101,4 +102,20 @@ pub fn upsert_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
     } else {
         conditions.push(new);
     }
+}
+
+/// The session-affinity cookies a status holds.
+pub fn cookies_of(status: Option<&CanaryStatus>) -> Cookies {
+    status.map_or_else(Cookies::default, |s| Cookies {
+        canary: s.session_affinity_cookie.clone(),
+        primary: s.primary_session_affinity_cookie.clone(),
+        previous: s.previous_session_affinity_cookie.clone(),
+    })
+}
+
+/// Keeps `cookies` in the status, under Flagger's field names.
+pub fn set_cookies(status: &mut CanaryStatus, cookies: &Cookies) {
+    status.session_affinity_cookie = cookies.canary.clone();
+    status.primary_session_affinity_cookie = cookies.primary.clone();
+    status.previous_session_affinity_cookie = cookies.previous.clone();
 }

@@ -6,6 +6,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
+use super::affinity::{self, Sticky};
 use crate::api::{CanaryService, ValidSpec};
 use crate::cluster::{ClusterError, ownership_labels};
 use crate::lifecycle::Split;
@@ -32,6 +33,7 @@ pub fn resource(kind: &str) -> ApiResource {
 ///   VirtualService is a delegate (a gateway routing a multi-port Service needs it);
 /// - `appProtocol: TCP` routes `spec.tcp` (matched by `service.match` ports), with no http routes;
 /// - A/B testing: each `analysis.match` condition laid over each `service.match` one;
+/// - session affinity (`sticky`, not with A/B testing, as in Flagger): cookie routes ahead of the weighted one;
 /// - `service.apex` labels and annotations go on the VirtualService as on the apex Service.
 ///
 /// `existing` is the VirtualService as found, whose original spec is kept when fledge did not create it.
@@ -42,6 +44,7 @@ pub fn virtual_service(
     split: Split,
     owner: &OwnerReference,
     existing: Option<&DynamicObject>,
+    sticky: Option<Sticky<'_>>,
 ) -> Value {
     let apex = &spec.service;
     let mut hosts: Vec<String> = svc.hosts.clone();
@@ -73,7 +76,7 @@ pub fn virtual_service(
         }
         json!({"hosts": hosts, "tcp": [tcp]})
     } else {
-        json!({"hosts": hosts, "http": http_routes(svc, analysis_match, split, &route, apex)})
+        json!({"hosts": hosts, "http": http_routes(svc, analysis_match, split, &route, apex, sticky)})
     };
     if !svc.delegation {
         spec_json["gateways"] = json!(gateways);
@@ -114,6 +117,7 @@ fn http_routes(
     split: Split,
     route: &dyn Fn(u32, u32) -> Value,
     apex: &str,
+    sticky: Option<Sticky<'_>>,
 ) -> Vec<Value> {
     let mut http = json!({"route": route(split.primary, split.canary)});
     let passthrough = [
@@ -144,7 +148,10 @@ fn http_routes(
             rest["route"] = route(100, 0);
             vec![matched, rest]
         }
-        None => vec![http],
+        None => match sticky {
+            Some(sticky) => affinity::routes(sticky, http, svc.match_.as_deref().unwrap_or_default()),
+            None => vec![http],
+        },
     }
 }
 
@@ -325,7 +332,7 @@ mod tests {
     #[test]
     fn defaults_to_the_mesh_gateway_and_the_apex_host_with_both_weights_written() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
-        let vs = virtual_service(&spec, &svc, None, Split::weights(100, 0), &owner, None);
+        let vs = virtual_service(&spec, &svc, None, Split::weights(100, 0), &owner, None, None);
         assert_eq!(vs["spec"]["hosts"], json!(["podinfo"]));
         assert_eq!(vs["spec"]["gateways"], json!(["mesh"]));
         assert_eq!(
@@ -341,7 +348,7 @@ mod tests {
     #[test]
     fn the_weight_fledge_wrote_is_recorded_with_the_weights_and_a_hand_edit_is_told_apart() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
-        let vs = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None);
+        let vs = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None, None);
         let mut object: DynamicObject = serde_json::from_value(vs).expect("object");
         assert_eq!(recorded_weight(&object), Some(20));
         assert_eq!(canary_weight(&object, "podinfo"), Some(20));
@@ -359,12 +366,12 @@ mod tests {
             mirror: Some(50),
             ..Split::weights(100, 0)
         };
-        let vs = virtual_service(&spec, &svc, None, split, &owner, None);
+        let vs = virtual_service(&spec, &svc, None, split, &owner, None, None);
         let http = &vs["spec"]["http"][0];
         assert_eq!(http["mirror"], json!({"host": "podinfo-canary"}));
         assert_eq!(http["mirrorPercentage"], json!({"value": 50}));
         assert_eq!(http["route"][0]["weight"], 100);
-        let plain = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None);
+        let plain = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None, None);
         assert!(plain["spec"]["http"][0].get("mirror").is_none());
     }
 
@@ -376,7 +383,7 @@ mod tests {
             "match": [{"uri": {"prefix": "/"}}], "headers": {"request": {"add": {"x-a": "b"}}},
             "corsPolicy": {"allowOrigins": [{"exact": "https://example.com"}]}
         }));
-        let vs = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None);
+        let vs = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None, None);
         let http = &vs["spec"]["http"][0];
         assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
         assert_eq!(
@@ -402,7 +409,15 @@ mod tests {
             "spec": {"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]}
         }))
         .expect("vs");
-        let vs = virtual_service(&spec, &svc, None, Split::weights(100, 0), &owner, Some(&user));
+        let vs = virtual_service(
+            &spec,
+            &svc,
+            None,
+            Split::weights(100, 0),
+            &owner,
+            Some(&user),
+            None,
+        );
         assert!(vs["metadata"].get("ownerReferences").is_none());
         let original: Value = serde_json::from_str(
             vs["metadata"]["annotations"][ORIGINAL_CONFIGURATION]
@@ -417,7 +432,7 @@ mod tests {
     fn ab_testing_routes_matched_requests_by_weight_and_the_rest_to_the_primary() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
         let ab = vec![json!({"headers": {"x-canary": {"exact": "insider"}}})];
-        let vs = virtual_service(&spec, &svc, Some(&ab), Split::weights(0, 100), &owner, None);
+        let vs = virtual_service(&spec, &svc, Some(&ab), Split::weights(0, 100), &owner, None, None);
         let http = vs["spec"]["http"].as_array().expect("routes");
         assert_eq!(http.len(), 2);
         assert_eq!(http[0]["match"][0]["headers"]["x-canary"]["exact"], "insider");
@@ -447,6 +462,7 @@ mod tests {
             None,
             Split::weights(60, 40),
             &owner,
+            None,
             None,
         ))
         .expect("vs");

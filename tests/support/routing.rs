@@ -31,7 +31,20 @@ pub struct At {
     /// The share of requests mirrored to the canary, while an analysis mirrors.
     #[serde(default)]
     pub mirror: Option<u32>,
+    /// Session affinity: the cookies in the Canary's status at this point (`name=value`).
+    #[serde(default)]
+    pub cookies: Option<FixtureCookies>,
     pub virtual_service: Value,
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct FixtureCookies {
+    #[serde(default)]
+    pub canary: Option<String>,
+    #[serde(default)]
+    pub primary: Option<String>,
+    #[serde(default)]
+    pub previous: Option<String>,
 }
 
 /// Every fixture file, by name, sorted.
