@@ -362,19 +362,57 @@ async fn without_istio_in_the_cluster_a_canary_says_so_and_fledge_creates_nothin
 }
 
 /// What fledge writes on a real API server for the shapes where it used to differ from Flagger (issue 15,
-/// items 1–3): port discovery behind a gateway, A/B testing under a Service match, TCP. Each Canary comes
+/// items 1–4): port discovery behind a gateway, A/B testing under a Service match, TCP, a user's NodePort apex. Each Canary comes
 /// from its golden file, is initialised, and the VirtualService, DestinationRules and Services read back
 /// must be the ones in that file.
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
-async fn port_discovery_ab_testing_and_tcp_canaries_are_routed_on_the_plane_as_flagger_routes_them() {
+async fn port_discovery_ab_testing_tcp_and_existing_service_canaries_are_routed_on_the_plane_as_flagger_routes_them()
+ {
     use support::routing::{differences, fixture, missing};
-    let shapes = ["port-discovery-gateway.yaml", "ab-testing.yaml", "tcp.yaml"];
+    let shapes = [
+        "port-discovery-gateway.yaml",
+        "ab-testing.yaml",
+        "tcp.yaml",
+        "existing-service.yaml",
+    ];
     let runs = shapes.map(|name| async move {
-        let golden = fixture(name);
+        let mut golden = fixture(name);
         let ns = TestNamespace::create(&format!("golden-{}", name.trim_end_matches(".yaml"))).await;
         install_crds(&ns.client).await;
         create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+        if let Some(user) = &golden.existing_service {
+            // The user's own apex, in place of the one create_podinfo made.
+            let services = ns.api::<Service>();
+            services
+                .delete("podinfo", &Default::default())
+                .await
+                .expect("delete apex");
+            let apex: Service =
+                serde_json::from_value(json!({"metadata": {"name": "podinfo"}, "spec": user}))
+                    .expect("user's apex");
+            let created = support::eventually("the user's apex created", LIMIT, || async {
+                services
+                    .create(&PostParams::default(), &apex)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            let allocated = created
+                .spec
+                .and_then(|s| s.ports)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| p.name.as_deref() == Some("http"))
+                .and_then(|p| p.node_port)
+                .expect("a node port for the user's http port");
+            let apex = golden.services.get_mut("podinfo").expect("the apex");
+            for port in apex["ports"].as_array_mut().into_iter().flatten() {
+                if port["nodePort"] == "<allocated>" {
+                    port["nodePort"] = json!(allocated);
+                }
+            }
+        }
         let controller = start_controller(&ns.client, &ns.name);
         let spec = serde_json::to_value(&golden.canary).expect("canary spec");
         create_canary_spec(&ns, "podinfo", spec)
@@ -498,5 +536,30 @@ async fn session_affinity_pins_the_cookie_to_the_canary_during_the_rollout_and_e
         "{http}"
     );
     assert_eq!(http[1]["route"][0]["weight"], 100, "{http}");
+    controller.abort();
+}
+
+/// A Canary whose Services the API server refuses (an unknown `trafficDistribution`) is told so on the
+/// Canary, in a `ReconcileFailed` event with the API server's reason, not only in the controller's log.
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn an_object_the_api_server_refuses_is_reported_on_the_canary() {
+    let ns = TestNamespace::create("refused").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary_spec(
+        &ns,
+        "podinfo",
+        json!({
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898, "trafficDistribution": "Anywhere"},
+            "analysis": {"interval": "1s", "stepWeight": 20},
+        }),
+    )
+    .await
+    .expect("create canary");
+    let note = event_note(&ns, "reconcile failed (api)").await;
+    assert!(note.contains("trafficDistribution"), "{note}");
     controller.abort();
 }

@@ -62,6 +62,11 @@ fn every_documented_canary_shape_is_routed_as_flagger_routes_it() {
             (Role::Canary, &wanted[1]),
             (Role::Primary, &wanted[2]),
         ] {
+            if role == Role::Apex && fixture.existing_service.is_some() {
+                // What a user's apex becomes is the merge of theirs and fledge's apply: only the plane shows it
+                // (flagger_compat's golden test).
+                continue;
+            }
             let built = service(role, &spec, svc, &label, &owner(), None, &[]);
             let built = serde_json::to_value(&built.spec).expect("service spec");
             differences(

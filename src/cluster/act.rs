@@ -227,11 +227,16 @@ impl Actor<'_> {
                 live.as_ref(),
                 &extra,
             );
+            // A user's ports are swapped for the Canary's first: applied beside them, a port of the same name
+            // and another number would make the Service invalid.
+            if let Some(found) = live
+                .as_ref()
+                .filter(|s| role == Role::Apex && !owned_by(s, &self.owner))
+            {
+                self.replace_apex_ports(&services, found, &svc).await?;
+            }
             self.apply_changed(&services, "service", &name, &svc, live.as_ref())
                 .await?;
-            if let Some(found) = live.filter(|s| role == Role::Apex && !owned_by(s, &self.owner)) {
-                self.replace_apex_ports(&services, &found, &svc).await?;
-            }
         }
         Ok(())
     }

@@ -96,7 +96,8 @@ pub fn service(
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
+            // A user's apex keeps its type (a LoadBalancer or NodePort stays one), as in Flagger.
+            type_: user_apex.is_none().then(|| "ClusterIP".into()),
             cluster_ip: headless.then(|| "None".to_owned()),
             traffic_distribution: svc.traffic_distribution.clone(),
             selector: Some(BTreeMap::from([(label.0.clone(), selected)])),
@@ -256,6 +257,11 @@ mod tests {
         .expect("svc");
         let apex = service(Role::Apex, &spec, &svc, &label, &owner, Some(&user), &[]);
         assert_eq!(apex.metadata.owner_references, None);
+        assert_eq!(
+            apex.spec.as_ref().and_then(|s| s.type_.as_deref()),
+            None,
+            "its type is the user's"
+        );
         assert_eq!(
             original_selector(&apex, &label),
             BTreeMap::from([("app".into(), "podinfo".into())])

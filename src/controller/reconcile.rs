@@ -159,7 +159,28 @@ pub fn error_policy(canary: Arc<Canary>, err: &ReconcileError, ctx: Arc<Context>
         return Requeue::requeue(CONFLICT_RETRY.mul_f64(0.8 + 0.4 * jitter()));
     }
     let failures = ctx.failures.record(&canary);
+    if refused(err) {
+        // Said where the user looks, not only in the controller's log (repeats are counted on one event).
+        let message = format!("reconcile failed ({}): {err}", err.category());
+        tokio::spawn(async move {
+            publish(&ctx, &canary, EventKind::Warning, "ReconcileFailed", message).await;
+        });
+    }
     Requeue::requeue(backoff(failures, jitter()))
+}
+
+/// A failure retrying will not heal: the API server refused what fledge sent (an invalid object, a denied
+/// write), or fledge could not build it. Timeouts, conflicts and throttling heal by themselves.
+fn refused(err: &ReconcileError) -> bool {
+    let api = match err {
+        ReconcileError::Cluster(ClusterError::Api(kube::Error::Api(e)))
+        | ReconcileError::Api(kube::Error::Api(e)) => e,
+        ReconcileError::Cluster(ClusterError::NoSelectorLabel { .. } | ClusterError::Encode { .. }) => {
+            return true;
+        }
+        _ => return false,
+    };
+    (400..500).contains(&api.code) && !matches!(api.code, 409 | 429)
 }
 
 /// The wait after a write lost to a newer version of the Canary.
@@ -959,9 +980,27 @@ async fn publish(ctx: &Context, canary: &Canary, kind: EventKind, reason: &str, 
 
 #[cfg(test)]
 mod tests {
-    use super::{backoff, jitter, merged_config};
+    use super::{ReconcileError, backoff, jitter, merged_config, refused};
     use serde_json::json;
     use std::time::Duration;
+
+    #[test]
+    fn only_a_write_the_api_server_refuses_is_told_on_the_canary() {
+        let answered = |code: u16| {
+            let status: kube::core::Status = serde_json::from_value(json!({
+                "status": "Failure", "message": "m", "reason": "Invalid", "code": code
+            }))
+            .expect("status");
+            ReconcileError::Cluster(crate::cluster::ClusterError::Api(kube::Error::Api(Box::new(
+                status,
+            ))))
+        };
+        assert!(refused(&answered(422)), "an invalid object");
+        assert!(refused(&answered(403)), "a denied write");
+        assert!(!refused(&answered(409)), "a conflict is retried");
+        assert!(!refused(&answered(429)), "throttling passes");
+        assert!(!refused(&answered(503)), "a server error passes");
+    }
 
     #[test]
     fn retries_back_off_from_5s_doubling_to_5_minutes_within_20_percent_jitter() {

@@ -11,6 +11,9 @@ use serde_json::Value;
 #[serde(rename_all = "camelCase")]
 pub struct Fixture {
     pub canary: CanarySpec,
+    /// The user's apex Service spec found before the Canary, if any.
+    #[serde(default)]
+    pub existing_service: Option<Value>,
     /// The user's VirtualService spec found before the Canary, if any.
     #[serde(default)]
     pub existing_virtual_service: Option<Value>,
