@@ -89,6 +89,21 @@ fn every_documented_canary_shape_is_routed_as_flagger_routes_it() {
                 &mut found,
             );
         }
+        // Each shape at initialisation (and after promotion, the same routing) and mid-rollout: the 40 % step
+        // of a canary release, the switch to the canary of blue/green and A/B testing.
+        let iterations = fixture
+            .canary
+            .analysis
+            .as_ref()
+            .and_then(|a| a.iterations)
+            .is_some();
+        let mid = if iterations { (0, 100) } else { (60, 40) };
+        for wanted in [(100, 0), mid] {
+            assert!(
+                fixture.at.iter().any(|at| at.weights == wanted),
+                "{name}: no routing at {wanted:?}"
+            );
+        }
         for at in &fixture.at {
             let (primary, canary) = at.weights;
             let given = at.cookies.as_ref();
