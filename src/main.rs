@@ -23,6 +23,13 @@ enum Command {
     /// Run or describe policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check Canaries in a manifest offline, with the schema and the controller's rules; every problem is
+    /// printed with its field path, and the exit code is 1 when there is one.
+    Lint {
+        /// A YAML file (several documents allowed; kinds other than Canary are skipped), a directory of them,
+        /// or `-` for stdin.
+        file: PathBuf,
+    },
 }
 
 /// Every controller setting, by flag or environment variable.
@@ -223,6 +230,36 @@ enum PolicyCommand {
     },
 }
 
+/// Lints `path`: a file, `-` (stdin), or every `.yaml`/`.yml` file of a directory. Each problem is printed
+/// with its file.
+fn lint(path: &std::path::Path) -> anyhow::Result<(usize, Vec<String>)> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    let (mut canaries, mut problems) = (0, Vec::new());
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        };
+        let report =
+            fledge::cli::lint::lint(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        canaries += report.canaries;
+        problems.extend(report.problems.iter().map(|p| format!("{}: {p}", file.display())));
+    }
+    Ok((canaries, problems))
+}
+
 /// A Go duration: `30s`, `1m30s`, `500ms`.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     fledge::api::parse_duration(text)
@@ -398,6 +435,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 policy::policy_manifest(&reference, &pushed.digest, name.as_deref(), registry.insecure)
             );
+        }
+        Command::Lint { file } => {
+            let (canaries, problems) = lint(&file)?;
+            for problem in &problems {
+                println!("{problem}");
+            }
+            if !problems.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+            if canaries == 0 {
+                println!("{}: no Canary found", file.display());
+                return Ok(ExitCode::from(1));
+            }
+            println!("{}: {canaries} Canary(s), no problem", file.display());
         }
         Command::Policy(PolicyCommand::Pull {
             reference,
