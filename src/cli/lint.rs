@@ -127,7 +127,8 @@ fn check(schema: &Value, value: &Value, path: &str, found: &mut Vec<(String, Str
         Some("boolean") => value.is_boolean(),
         _ => true,
     };
-    if !fits && !(value.is_null() && schema["nullable"] == true) {
+    let null_allowed = value.is_null() && schema["nullable"] == true;
+    if !(fits || null_allowed) {
         refuse(format!(
             "must be {}, got {}",
             expected.unwrap_or("?"),
