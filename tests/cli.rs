@@ -40,6 +40,9 @@ fn lint_passes_the_podinfo_example_and_names_each_problem_of_a_bad_manifest_by_f
     .replace("port: 9898", "port: \"9898\"\n    hostz: [a]");
     let (code, out) = fledge(&["lint", "-"], &bad);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("spec.service.port: must be integer, got a string"), "{out}");
+    assert!(
+        out.contains("spec.service.port: must be integer, got a string"),
+        "{out}"
+    );
     assert!(out.contains("spec.service.hostz: unknown field"), "{out}");
 }
