@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fledge::api::ManualAction;
 use fledge::cli::policy::{self, World};
 
 /// Progressive delivery (canary releases) on Istio, with rollout judgement in WebAssembly components.
@@ -23,6 +24,62 @@ enum Command {
     /// Run or describe policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Show canaries: a table, or one canary as a tree; `-w` redraws on every change.
+    Get {
+        /// A Canary's name (default: all in the namespace).
+        name: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short, long, value_enum, default_value = "tree")]
+        output: fledge::cli::operate::Output,
+        /// Keep watching and redraw on every change.
+        #[arg(short, long)]
+        watch: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Open the next gate of a rollout once (`--full`: promote now, skipping what the analysis has left).
+    Promote {
+        name: String,
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Roll a rollout back now.
+    Abort {
+        name: String,
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Roll a failed revision out again.
+    Retry {
+        name: String,
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Hold a rollout at its weight: no step, no analysis counted, until `resume`.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Let a paused rollout go on.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Wait for a rollout to end: exit 0 when it succeeded (or none is in flight), 1 when it failed, 2 on
+    /// timeout.
+    Status {
+        name: String,
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Check Canaries in a manifest offline, with the schema and the controller's rules; every problem is
     /// printed with its field path, and the exit code is 1 when there is one.
     Lint {
@@ -121,6 +178,42 @@ struct ControllerArgs {
     /// Time limit of fetching one policy component from a registry.
     #[arg(long, env = "FLEDGE_POLICY_FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     policy_fetch_timeout: std::time::Duration,
+}
+
+/// Which cluster and namespace, as kubectl takes them.
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long)]
+    context: Option<String>,
+    /// Kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> fledge::cli::operate::Target {
+        fledge::cli::operate::Target {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
+/// An operator's request to a rollout.
+#[derive(Debug, clap::Args)]
+struct RequestArgs {
+    /// Why, for the event the controller records.
+    #[arg(long)]
+    reason: Option<String>,
+    /// How long to wait for the controller to take the request.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    wait: std::time::Duration,
+    #[command(flatten)]
+    target: TargetArgs,
 }
 
 /// How the CLI reaches a registry.
@@ -228,6 +321,19 @@ enum PolicyCommand {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+}
+
+/// Sends an operator's request and waits for the controller to take it.
+fn manual(name: &str, action: ManualAction, args: RequestArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let text = runtime.block_on(async {
+        let (client, namespace) = fledge::cli::operate::connect(&args.target.target()).await?;
+        fledge::cli::operate::request(&client, &namespace, name, action, args.reason, args.wait).await
+    })?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Lints `path`: a file, `-` (stdin), or every `.yaml`/`.yml` file of a directory. Each problem is printed
@@ -435,6 +541,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 policy::policy_manifest(&reference, &pushed.digest, name.as_deref(), registry.insecure)
             );
+        }
+        Command::Get {
+            name,
+            all_namespaces,
+            output,
+            watch,
+            target,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let (client, namespace) = fledge::cli::operate::connect(&target.target()).await?;
+                fledge::cli::operate::get(
+                    &client,
+                    &namespace,
+                    name.as_deref(),
+                    all_namespaces,
+                    output,
+                    watch,
+                )
+                .await
+            })?;
+        }
+        Command::Promote { name, full, request } => {
+            let action = if full {
+                ManualAction::PromoteFull
+            } else {
+                ManualAction::Promote
+            };
+            return manual(&name, action, request);
+        }
+        Command::Abort { name, request } => return manual(&name, ManualAction::Abort, request),
+        Command::Retry { name, request } => return manual(&name, ManualAction::Retry, request),
+        Command::Pause { name, request } => return manual(&name, ManualAction::Pause, request),
+        Command::Resume { name, request } => return manual(&name, ManualAction::Resume, request),
+        Command::Status {
+            name,
+            timeout,
+            target,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (outcome, text) = runtime.block_on(async {
+                let (client, namespace) = fledge::cli::operate::connect(&target.target()).await?;
+                fledge::cli::operate::status(&client, &namespace, &name, timeout).await
+            })?;
+            println!("{text}");
+            return Ok(ExitCode::from(outcome.code()));
         }
         Command::Lint { file } => {
             let (canaries, problems) = lint(&file)?;

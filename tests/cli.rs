@@ -1,7 +1,19 @@
-//! The operator's command line, driven as a user runs it: the `fledge` binary itself.
+//! The operator's command line, driven as a user runs it: the `fledge` binary itself, against the real plane
+//! and a controller that takes its requests.
+
+mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fledge::api::{Canary, Phase};
+use serde_json::json;
+use support::TestNamespace;
+use support::fledge::*;
+use support::hooks::Hooks;
+
+const LIMIT: Duration = Duration::from_secs(90);
 
 /// Runs `fledge <args>` with `stdin`; returns (exit code, stdout).
 fn fledge(args: &[&str], stdin: &str) -> (i32, String) {
@@ -45,4 +57,151 @@ fn lint_passes_the_podinfo_example_and_names_each_problem_of_a_bad_manifest_by_f
         "{out}"
     );
     assert!(out.contains("spec.service.hostz: unknown field"), "{out}");
+}
+
+/// Runs `fledge <args> -n <ns>` off the async workers (the controller under test shares this runtime).
+async fn run(ns: &TestNamespace, args: &[&str]) -> (i32, String) {
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    args.extend(["-n".to_owned(), ns.name.clone()]);
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        fledge(&refs, "")
+    })
+    .await
+    .expect("fledge ran")
+}
+
+async fn canary(ns: &TestNamespace) -> Canary {
+    ns.api::<Canary>().get("podinfo").await.expect("canary")
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn get_shows_the_status_and_promote_opens_a_closed_promotion_gate() {
+    let ns = TestNamespace::create("cli-promote").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let hooks = Hooks::start().await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(
+        &ns,
+        json!({"interval": "1s", "stepWeight": 50, "maxWeight": 50, "webhooks": [
+            {"name": "approve", "type": "confirm-promotion", "url": format!("{}/gate/check", hooks.url)}
+        ]}),
+    )
+    .await
+    .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let (code, out) = run(&ns, &["get", "podinfo", "-o", "json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let shown: Canary = serde_json::from_str(&out).expect("get -o json prints the Canary");
+    assert_eq!(shown.status, canary(&ns).await.status);
+    let (code, out) = run(&ns, &["status", "podinfo", "--timeout", "5s"]).await;
+    assert_eq!((code, out.trim()), (0, "podinfo: Some(Initialized)"));
+
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    wait_phase(&ns, Phase::WaitingPromotion, LIMIT).await;
+    let (code, out) = run(&ns, &["get", "podinfo"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("├─ Status:   WaitingPromotion"), "{out}");
+    assert!(out.contains("approve (ConfirmPromotion): closed (403)"), "{out}");
+    let (code, out) = run(&ns, &["status", "podinfo", "--timeout", "2s"]).await;
+    assert_eq!(code, 2, "a rollout waiting on its gate times out: {out}");
+    let (code, out) = run(&ns, &["promote", "podinfo", "--reason", "release train"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("requested by admin, taken by the controller"),
+        "{out}"
+    );
+    let (code, out) = run(&ns, &["status", "podinfo", "--timeout", "60s"]).await;
+    assert_eq!(code, 0, "{out}");
+    event_note(&ns, "ConfirmPromotion gate of podinfo").await;
+    let note = event_note(&ns, "opened by admin: release train").await;
+    assert!(note.starts_with("Next gate of podinfo"), "{note}");
+    assert!(
+        !canary(&ns)
+            .await
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(fledge::api::MANUAL_ANNOTATION),
+        "the request is removed once taken"
+    );
+    controller.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn pause_holds_the_weight_resume_goes_on_abort_rolls_back_and_retry_rolls_the_revision_out_again() {
+    let ns = TestNamespace::create("cli-ops").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(&ns, json!({"interval": "1s", "stepWeight": 10, "maxWeight": 50}))
+        .await
+        .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    support::eventually("a first step", LIMIT, || async {
+        let w = canary(&ns).await.status.map(|s| s.canary_weight).unwrap_or(0);
+        if w > 0 { Ok(w) } else { Err(format!("weight {w}")) }
+    })
+    .await;
+
+    let (code, out) = run(&ns, &["pause", "podinfo"]).await;
+    assert_eq!(code, 0, "{out}");
+    let held = canary(&ns).await.status.expect("status");
+    assert_eq!(held.paused_by.as_deref(), Some("admin"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = canary(&ns).await.status.expect("status");
+    assert_eq!(
+        later.canary_weight, held.canary_weight,
+        "held across 4 intervals of 1 s"
+    );
+    assert_eq!(later.phase, Some(Phase::Progressing));
+    assert_eq!(
+        route_weights_of(&ns).await,
+        Some((100 - i64::from(held.canary_weight), i64::from(held.canary_weight)))
+    );
+    let (code, _) = run(&ns, &["get", "podinfo"]).await;
+    assert_eq!(code, 0);
+    let (code, out) = run(&ns, &["resume", "podinfo"]).await;
+    assert_eq!(code, 0, "{out}");
+    support::eventually("a step after resume", LIMIT, || async {
+        let w = canary(&ns).await.status.map(|s| s.canary_weight).unwrap_or(0);
+        if w > held.canary_weight {
+            Ok(w)
+        } else {
+            Err(format!("weight {w}"))
+        }
+    })
+    .await;
+
+    let (code, out) = run(&ns, &["abort", "podinfo", "--reason", "bad latency"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&ns, &["status", "podinfo", "--timeout", "30s"]).await;
+    assert_eq!(code, 1, "an aborted rollout failed: {out}");
+    assert_eq!(route_weights_of(&ns).await, Some((100, 0)));
+    event_note(&ns, "aborted by admin: bad latency").await;
+    let failed = canary(&ns).await.status.expect("status").last_applied_spec;
+
+    let (code, out) = run(&ns, &["retry", "podinfo"]).await;
+    assert_eq!(code, 0, "{out}");
+    let done = wait_phase(&ns, Phase::Succeeded, LIMIT).await;
+    assert_eq!(
+        done.status.expect("status").last_promoted_spec,
+        failed,
+        "the same revision, rolled out again"
+    );
+    event_note(&ns, "Retry of podinfo").await;
+    controller.abort();
+}
+
+/// The podinfo VirtualService's (primary, canary) weights.
+async fn route_weights_of(ns: &TestNamespace) -> Option<(i64, i64)> {
+    let vs = istio_api(&ns.client, &ns.name, "VirtualService")
+        .get("podinfo")
+        .await
+        .ok()?;
+    podinfo_weights(&vs)
 }

@@ -406,6 +406,53 @@ pub struct PolicyRef {
     pub config: Option<serde_json::Value>,
 }
 
+/// The annotation an operator's request is written to (`fledge promote|abort|retry|pause|resume`, JSON
+/// [`ManualRequest`]); the controller acts on each request once, says so in an event and removes it.
+pub const MANUAL_ANNOTATION: &str = "fledge.dev/manual";
+
+/// An operator's request to a rollout.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualRequest {
+    pub action: ManualAction,
+    /// Who asked (the API server's answer to a SelfSubjectReview), for the event.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unique per request: one is acted on once, also when its removal fails.
+    pub id: String,
+}
+
+/// What an operator asks of a rollout.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManualAction {
+    /// Open the next gate (confirm-rollout, confirm-traffic-increase or confirm-promotion) once.
+    Promote,
+    /// Promote now, whatever the analysis would still do.
+    PromoteFull,
+    /// Roll back now.
+    Abort,
+    /// Roll out a failed revision again.
+    Retry,
+    /// Hold the rollout where it is: no step, no analysis counted.
+    Pause,
+    Resume,
+}
+
+impl ManualAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Promote => "promote",
+            Self::PromoteFull => "promote --full",
+            Self::Abort => "abort",
+            Self::Retry => "retry",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+}
+
 /// Where a rollout stands: the same phases the policy contract speaks of.
 pub use crate::policy::types::Phase;
 
@@ -448,6 +495,15 @@ pub struct CanaryStatus {
     /// fledge: the component judging this canary and its last decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyStatus>,
+    /// fledge: the operator who paused the rollout (`fledge pause`); none while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+    /// fledge: the operator who opened the next gate (`fledge promote`), until it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_opened_by: Option<String>,
+    /// fledge: the id of the last operator request taken (see `fledge.dev/manual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual: Option<String>,
     /// Session affinity (as Flagger): `<cookieName>=<value>` of the rollout in flight...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_cookie: Option<String>,

@@ -104,6 +104,7 @@ pub async fn observe(
             policy_blocked: None,
             target_missing_secs: 0,
             now: unix_seconds(now),
+            manual: None,
         },
         tracked: configs.into_keys().collect(),
         claims: claims_of(spec, primary.as_ref(), virtual_service.as_ref()),

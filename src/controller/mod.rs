@@ -5,6 +5,7 @@ pub mod checksum_key;
 mod events;
 mod judge;
 pub mod leader;
+mod manual;
 mod ownership;
 pub mod policies;
 mod reconcile;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::Controller;
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 
 pub use reconcile::{Context, ReconcileError};
@@ -153,7 +154,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         reader.clone(),
         (),
     )
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(predicates::generation.combine(manual_request), Default::default());
     let policies = match policies::PolicyStore::new(
         engine,
         options.policy_dir.clone(),
@@ -272,6 +273,20 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         leader::release(&client, lease, &options.fence).await;
     }
     Ended::Signal
+}
+
+/// The operator's request on a Canary (`fledge.dev/manual`), hashed: a new one wakes the Canary, as a spec
+/// change does (status writes and other annotations do not).
+fn manual_request(canary: &Canary) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let request = canary
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(crate::api::MANUAL_ANNOTATION)?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    request.hash(&mut h);
+    Some(h.finish())
 }
 
 /// fledge's resources, which it cannot run without.

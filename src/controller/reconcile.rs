@@ -13,6 +13,7 @@ use thiserror::Error;
 use super::Options;
 use super::events::EventRecorder;
 use super::judge::{JudgeIo, PolicyJudge};
+use super::manual;
 use super::ownership::{self, Conflict};
 use super::policies::{Loaded, NotReady, PolicyStore};
 use super::status::{condition, cookies_of, set_condition, set_cookies, state_of, with_state};
@@ -381,8 +382,23 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     if snapshot.target.is_none() {
         snapshot.observed.target_missing_secs = false_for_secs(status, "Ready", Some("TargetNotFound"));
     }
+    // An operator's request is taken at once, not at the next interval.
+    let request = manual::request_of(&canary);
+    if let Some((_, Err(why))) = &request {
+        publish(&ctx, &canary, EventKind::Warning, "Manual", why.clone()).await;
+    }
+    snapshot.observed.manual = request
+        .as_ref()
+        .and_then(|(_, r)| r.as_ref().ok())
+        .and_then(|r| manual::untaken(r, status.and_then(|s| s.last_manual.as_deref())));
     let state = state_of(status);
-    if let Some(wait) = not_due(&spec, &state, status, &snapshot) {
+    if snapshot.observed.manual.is_none()
+        && let Some(wait) = not_due(&spec, &state, status, &snapshot)
+    {
+        if let Some((raw, _)) = &request {
+            // Taken before (its removal failed), or not a request: it goes.
+            manual::remove(&ctx.client, &canary, raw).await?;
+        }
         return Ok(Requeue::requeue(wait));
     }
 
@@ -539,7 +555,14 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         );
     }
     record_metrics(&ctx, &id, &spec, status, &mut next);
+    if let Some((_, Ok(taken))) = &request {
+        next.last_manual = Some(taken.id.clone());
+    }
     write_status(&ctx, &canary, status, next).await?;
+    if let Some((raw, _)) = &request {
+        // Recorded as taken in the status just written: the request goes.
+        manual::remove(&ctx.client, &canary, raw).await?;
+    }
     if actor.force {
         ctx.resyncs.done(&canary);
     }

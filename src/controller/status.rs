@@ -27,6 +27,8 @@ pub fn state_of(status: Option<&CanaryStatus>) -> State {
         tracked_configs: s.tracked_configs.clone(),
         policy_state: policy.and_then(|p| p.state.clone()),
         history: policy.map(|p| p.history.clone()).unwrap_or_default(),
+        paused_by: s.paused_by.clone(),
+        gate_opened_by: s.gate_opened_by.clone(),
     }
 }
 
@@ -46,6 +48,8 @@ pub fn with_state(old: Option<&CanaryStatus>, state: &State, generation: Option<
     s.last_applied_spec = state.last_applied.clone();
     s.last_promoted_spec = state.last_promoted.clone();
     s.tracked_configs = state.tracked_configs.clone();
+    s.paused_by = state.paused_by.clone();
+    s.gate_opened_by = state.gate_opened_by.clone();
     s.observed_generation = generation;
     if let Some(phase) = state.phase {
         set_condition(&mut s, promoted_condition(phase, generation));

@@ -38,6 +38,16 @@ pub struct Observed {
     pub target_missing_secs: u64,
     /// When the cluster was observed, in seconds since the Unix epoch (the tick's only clock).
     pub now: f64,
+    /// An operator's request not taken yet (`fledge promote|abort|retry|pause|resume`).
+    pub manual: Option<Manual>,
+}
+
+/// An operator's request, as the tick takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manual {
+    pub action: crate::api::ManualAction,
+    pub by: String,
+    pub reason: Option<String>,
 }
 
 /// Why the policy cannot judge, and for how long it has not.

@@ -6,7 +6,7 @@
 mod facts;
 mod tick;
 
-pub use facts::{Observed, PolicyBlocked, Workload};
+pub use facts::{Manual, Observed, PolicyBlocked, Workload};
 pub use tick::{Action, CanaryId, EventKind, Judge, Judged, Split, State, Tick, rollout_of, tick};
 
 #[cfg(test)]

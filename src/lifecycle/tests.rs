@@ -1170,3 +1170,150 @@ fn seconds_in_phase_count_from_the_last_phase_change() {
     assert_eq!(t.state.phase, Some(Phase::Progressing));
     assert_eq!(t.state.phase_since, Some(500.0));
 }
+
+fn asked(action: crate::api::ManualAction, by: &str) -> Observed {
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(40);
+    obs.manual = Some(Manual {
+        action,
+        by: by.into(),
+        reason: Some("on call".into()),
+    });
+    obs
+}
+
+#[test]
+fn a_paused_rollout_holds_its_weight_and_counts_no_analysis_until_resumed() {
+    use crate::api::ManualAction::{Pause, Resume};
+    let spec = seed_spec();
+    let mut judge = Script::default();
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(40, "r2"),
+        &asked(Pause, "alice"),
+        &mut judge,
+    );
+    assert_eq!(t.state.paused_by.as_deref(), Some("alice"));
+    assert!(
+        events(&t).contains(&"Paused podinfo.test by alice: on call"),
+        "{:?}",
+        events(&t)
+    );
+    let mut state = t.state;
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(40);
+    for _ in 0..3 {
+        let t = tick(&id(), &spec, &state, &obs, &mut judge);
+        assert_eq!(route(&t), Some((60, 40)), "the weight is held");
+        assert!(events(&t).contains(&"Halt advancement podinfo.test paused by alice"));
+        assert_eq!(
+            (t.state.intervals_at_weight, t.state.canary_weight),
+            (0, 40),
+            "no analysis counted"
+        );
+        state = t.state;
+    }
+    let t = tick(&id(), &spec, &state, &asked(Resume, "bob"), &mut judge);
+    assert_eq!(t.state.paused_by, None);
+    assert_eq!(t.state.canary_weight, 60, "resumed, the rollout steps on");
+}
+
+#[test]
+fn an_abort_rolls_back_at_once_naming_the_operator() {
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &progressing_at(40, "r2"),
+        &asked(crate::api::ManualAction::Abort, "alice"),
+        &mut Script::default(),
+    );
+    assert_eq!((t.state.phase, route(&t)), (Some(Phase::Failed), Some((100, 0))));
+    assert!(
+        events(&t).iter().any(|e| e.contains("aborted by alice: on call")),
+        "{:?}",
+        events(&t)
+    );
+}
+
+#[test]
+fn a_retry_rolls_the_failed_revision_out_again() {
+    let failed = State {
+        phase: Some(Phase::Failed),
+        last_applied: Some("r2".into()),
+        last_promoted: Some("r1".into()),
+        ..Default::default()
+    };
+    let quiet = tick(
+        &id(),
+        &seed_spec(),
+        &failed,
+        &observed("r2"),
+        &mut Script::default(),
+    );
+    assert_eq!(quiet.state.phase, Some(Phase::Failed), "not retried by itself");
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &failed,
+        &asked(crate::api::ManualAction::Retry, "alice"),
+        &mut Script::default(),
+    );
+    assert_eq!(t.state.phase, Some(Phase::Progressing));
+    assert_eq!(t.state.last_applied.as_deref(), Some("r2"));
+}
+
+#[test]
+fn promote_opens_a_closed_promotion_gate_once_and_promote_full_skips_the_analysis() {
+    use crate::api::ManualAction::{Promote, PromoteFull};
+    let spec = seed_spec();
+    let closed = || Script {
+        gates: VecDeque::from([GateDecision::Closed {
+            reason: "closed".into(),
+        }]),
+        ..Script::default()
+    };
+    let mut waiting = progressing_at(60, "r2");
+    waiting.phase = Some(Phase::WaitingPromotion);
+    let mut obs = observed("r2");
+    obs.routed_canary_weight = Some(60);
+    let held = tick(&id(), &spec, &waiting, &obs, &mut closed());
+    assert_eq!(held.state.phase, Some(Phase::WaitingPromotion));
+    let mut judge = closed();
+    let mut asked_promote = asked(Promote, "alice");
+    asked_promote.routed_canary_weight = Some(60);
+    let t = tick(&id(), &spec, &waiting, &asked_promote, &mut judge);
+    assert_eq!(t.state.phase, Some(Phase::Promoting), "{:?}", events(&t));
+    assert!(
+        judge.asked_gates.is_empty(),
+        "the operator opened it, its webhook is not asked"
+    );
+    assert_eq!(t.state.gate_opened_by, None, "used once");
+
+    let t = tick(
+        &id(),
+        &spec,
+        &progressing_at(20, "r2"),
+        &asked(PromoteFull, "bob"),
+        &mut closed(),
+    );
+    assert_eq!(t.state.phase, Some(Phase::Promoting));
+    assert!(has(&t, &Action::PromotePrimary));
+}
+
+#[test]
+fn a_request_that_fits_no_rollout_is_said_to_be_ignored() {
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &initialized("r2"),
+        &asked(crate::api::ManualAction::Abort, "alice"),
+        &mut Script::default(),
+    );
+    assert_eq!(t.state.phase, Some(Phase::Initialized));
+    assert!(
+        events(&t).contains(&"abort of podinfo.test by alice ignored: nothing to abort while Initialized"),
+        "{:?}",
+        events(&t)
+    );
+}

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use crate::api::{Phase, ValidSpec, WebhookType};
+use crate::api::{ManualAction, Phase, ValidSpec, WebhookType};
 use crate::policy::PolicyError;
 use crate::policy::types::{
     AnalysisRecord, AnalysisSettings, Answer, CheckValue, GateDecision, GateKind, MAX_HISTORY, Rollout,
     StepDecision, Verdict, WebhookOutcome,
 };
 
-use super::facts::{Observed, PolicyBlocked};
+use super::facts::{Manual, Observed, PolicyBlocked};
 
 /// Answers a tick's judgement calls; the controller backs it with the policy component (plus metrics and
 /// webhooks), tests with a script. Each answer may carry the policy's new state.
@@ -59,6 +59,10 @@ pub struct State {
     pub policy_state: Option<String>,
     /// The last analyses of this rollout, oldest first, at most [`MAX_HISTORY`].
     pub history: Vec<AnalysisRecord>,
+    /// The operator who paused the rollout: nothing moves, no analysis counts, until resumed.
+    pub paused_by: Option<String>,
+    /// The operator who opened the next gate; used by the first gate asked, cleared with a new rollout.
+    pub gate_opened_by: Option<String>,
 }
 
 /// A Kubernetes event's type.
@@ -183,6 +187,16 @@ struct Ticker<'a> {
 
 impl Ticker<'_> {
     fn run(&mut self) {
+        if let Some(manual) = self.obs.manual.clone()
+            && self.take(&manual)
+        {
+            return;
+        }
+        if let Some(by) = self.out.state.paused_by.clone()
+            && self.hold_paused(&by)
+        {
+            return;
+        }
         if self.spec.suspend {
             self.event(
                 EventKind::Normal,
@@ -219,6 +233,97 @@ impl Ticker<'_> {
             // Deletion is handled by the finalizer, not by ticks.
             Some(Phase::Terminating | Phase::Terminated) => {}
         }
+    }
+
+    /// Takes an operator's request; returns whether the tick is done (an abort).
+    fn take(&mut self, manual: &Manual) -> bool {
+        let by = &manual.by;
+        let why = manual
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let phase = self.out.state.phase;
+        let analysing = matches!(phase, Some(Phase::Progressing | Phase::WaitingPromotion));
+        let id = self.id.to_string();
+        let note = |t: &mut Self, text: String| {
+            t.out.actions.push(Action::Event {
+                kind: EventKind::Normal,
+                reason: "Manual",
+                message: text,
+            });
+        };
+        match manual.action {
+            ManualAction::Pause => {
+                self.out.state.paused_by = Some(by.clone());
+                note(self, format!("Paused {id} by {by}{why}"));
+            }
+            ManualAction::Resume => {
+                self.out.state.paused_by = None;
+                note(self, format!("Resumed {id} by {by}{why}"));
+            }
+            ManualAction::Abort if analysing => {
+                note(self, format!("Abort of {id} requested by {by}{why}"));
+                self.out.state.paused_by = None;
+                self.rollback(&format!("aborted by {by}{why}"));
+                return true;
+            }
+            ManualAction::Retry if phase == Some(Phase::Failed) => {
+                note(self, format!("Retry of {id} requested by {by}{why}"));
+                // Forgetting the failed revision makes it new again: the next idle tick rolls it out.
+                self.out.state.last_applied = None;
+            }
+            ManualAction::Promote if analysing || phase == Some(Phase::Waiting) => {
+                note(self, format!("Next gate of {id} opened by {by}{why}"));
+                self.out.state.gate_opened_by = Some(by.clone());
+            }
+            ManualAction::PromoteFull if analysing => {
+                note(self, format!("Promotion of {id} forced by {by}{why}"));
+                self.out.state.paused_by = None;
+                self.out.requeue = Some(self.spec.interval);
+                self.ensure_routing(self.current_weight());
+                self.promote_now();
+                return true;
+            }
+            other => {
+                let phase = phase.map_or_else(|| "new".to_owned(), |p| format!("{p:?}"));
+                self.out.actions.push(Action::Event {
+                    kind: EventKind::Warning,
+                    reason: "Manual",
+                    message: format!(
+                        "{} of {id} by {by} ignored: nothing to {} while {phase}",
+                        other.verb(),
+                        other.verb()
+                    ),
+                });
+            }
+        }
+        false
+    }
+
+    /// A paused rollout holds its routing as it is: no analysis, no step, no new rollout. Returns whether the
+    /// tick is done; initialising, promotion and finalising go on (nothing is judged there).
+    fn hold_paused(&mut self, by: &str) -> bool {
+        let phase = self.out.state.phase;
+        let held = match phase {
+            Some(Phase::Progressing | Phase::WaitingPromotion) => {
+                self.out.requeue = Some(self.spec.interval);
+                self.ensure_routing(self.current_weight());
+                true
+            }
+            Some(Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting) => {
+                self.ensure_routing(0);
+                self.new_revision()
+            }
+            _ => false,
+        };
+        if held {
+            self.event(
+                EventKind::Normal,
+                format!("Halt advancement {} paused by {by}", self.id),
+            );
+        }
+        held
     }
 
     /// Finalising ends in Succeeded only once the primary serves; until then the route is held as recorded
@@ -629,6 +734,7 @@ impl Ticker<'_> {
     /// A new revision starts with a policy that remembers nothing.
     fn forget_rollout(&mut self) {
         let s = &mut self.out.state;
+        s.gate_opened_by = None;
         s.policy_state = None;
         s.history.clear();
         s.intervals_at_weight = 0;
@@ -776,6 +882,14 @@ impl Ticker<'_> {
 
     /// Asks `kind`; closed (or a failing gate) records why and keeps the canary where it is.
     fn gate_open(&mut self, kind: GateKind) -> bool {
+        if let Some(by) = self.out.state.gate_opened_by.take() {
+            // `fledge promote`: this gate is open once, whatever its webhooks say.
+            self.event(
+                EventKind::Normal,
+                format!("{kind:?} gate of {} opened by {by}", self.id),
+            );
+            return true;
+        }
         let rollout = self.rollout(self.current_weight());
         match self.judge.gate(&rollout, kind).map(|a| self.remember(a)) {
             Ok(GateDecision::Open) => true,
