@@ -1,10 +1,15 @@
 # fledge — the README's two commands are `make demo` and `make test`.
-.PHONY: all build bench figures scale test demo image controlplane-build controlplane-up controlplane-down fmt lint
+.PHONY: all build install bench figures scale test demo image controlplane-build controlplane-up controlplane-down fmt lint
 
 all: build
 
 build:
 	cargo build --locked
+
+## install: `fledge` and the kubectl plugin `kubectl-fledge` (the same binary) into ~/.cargo/bin
+install:
+	cargo install --locked --path .
+	ln -sf fledge "$${CARGO_HOME:-$$HOME/.cargo}/bin/kubectl-fledge"
 
 ## test: lints, unit tests, and integration tests against a real local control plane (started and stopped here)
 test:

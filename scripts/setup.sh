@@ -2,9 +2,10 @@
 # Installs what fledge's build, tests and demo need on a fresh machine; does nothing for what is present.
 set -euo pipefail
 
-# Debian packages by the command they provide (prometheus: the real server the analysis tests query).
+# Debian packages by the command they provide (prometheus: the real server the analysis tests query; tmux:
+# the real terminal `fledge get -w` is tested in).
 missing=()
-for tool in curl openssl python3 prometheus; do
+for tool in curl openssl python3 prometheus tmux; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -96,6 +96,29 @@ async fn get_shows_the_status_and_promote_opens_a_closed_promotion_gate() {
     assert_eq!(code, 0, "{out}");
     let shown: Canary = serde_json::from_str(&out).expect("get -o json prints the Canary");
     assert_eq!(shown.status, canary(&ns).await.status);
+    // The same binary as a kubectl plugin (what `make install` links): `kubectl fledge …`.
+    let plugins = std::env::temp_dir().join(format!("fledge-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&plugins).expect("plugin dir");
+    let link = plugins.join("kubectl-fledge");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fledge"), &link).expect("link the plugin");
+    let path = format!(
+        "{}:{}",
+        plugins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let via_kubectl = Command::new("kubectl")
+        .args(["fledge", "get", "podinfo", "-o", "json", "-n", &ns.name])
+        .env("PATH", path)
+        .output()
+        .expect("kubectl");
+    assert!(
+        via_kubectl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via_kubectl.stderr)
+    );
+    let shown: Canary = serde_json::from_slice(&via_kubectl.stdout).expect("kubectl fledge get -o json");
+    assert_eq!(shown.metadata.name.as_deref(), Some("podinfo"));
     let (code, out) = run(&ns, &["status", "podinfo", "--timeout", "5s"]).await;
     assert_eq!((code, out.trim()), (0, "podinfo: Some(Initialized)"));
 
@@ -204,4 +227,103 @@ async fn route_weights_of(ns: &TestNamespace) -> Option<(i64, i64)> {
         .await
         .ok()?;
     podinfo_weights(&vs)
+}
+
+/// `fledge get -w` in a real terminal (a tmux pane): the view redraws in place through every step of a
+/// rollout. The pane is captured as the rollout runs; each weight must show, in order, then the promotion.
+#[tokio::test]
+#[ignore = "needs the local control plane and tmux; run with make test"]
+async fn get_watch_redraws_in_a_terminal_through_every_step_of_a_rollout() {
+    let ns = TestNamespace::create("cli-watch").await;
+    install_crds(&ns.client).await;
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    let controller = start_controller(&ns.client, &ns.name);
+    create_canary(&ns, json!({"interval": "2s", "stepWeight": 20, "maxWeight": 60}))
+        .await
+        .expect("create canary");
+    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let socket = format!("fledge-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .expect("tmux (scripts/setup.sh installs it)")
+    };
+    let command = format!(
+        "KUBECONFIG={} {} get podinfo -w -n {}",
+        std::env::var("KUBECONFIG").expect("KUBECONFIG"),
+        env!("CARGO_BIN_EXE_fledge"),
+        ns.name
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "watch",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let capture =
+        || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "watch"]).stdout).into_owned();
+    support::eventually("the view drawn", LIMIT, || async {
+        let pane = capture();
+        if pane.contains("Initialized") {
+            Ok(())
+        } else {
+            Err(pane)
+        }
+    })
+    .await;
+    set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while std::time::Instant::now() < deadline {
+        let pane = capture();
+        let status = pane
+            .lines()
+            .find(|l| l.contains("Status:"))
+            .unwrap_or_default()
+            .to_owned();
+        let weight = pane
+            .lines()
+            .find(|l| l.contains("Weight:"))
+            .unwrap_or_default()
+            .to_owned();
+        let frame = format!("{} | {}", status.trim(), weight.trim());
+        if seen.last() != Some(&frame) && !status.is_empty() {
+            seen.push(frame);
+        }
+        if status.contains("Succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = tmux(&["kill-server"]);
+    controller.abort();
+    let order: Vec<usize> = [
+        "Initialized",
+        " 20% canary",
+        " 40% canary",
+        " 60% canary",
+        "Succeeded",
+    ]
+    .iter()
+    .map(|wanted| {
+        seen.iter()
+            .position(|f| f.contains(wanted))
+            .unwrap_or_else(|| panic!("{wanted:?} never shown; frames: {seen:#?}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order: {seen:#?}");
+    // The frames, for the record (cargo test --nocapture shows them).
+    println!("{}", seen.join("\n"));
 }
