@@ -91,6 +91,8 @@ pub struct ValidSpec {
     pub step_weight_promotion: Option<u32>,
     pub iterations: Option<u32>,
     pub has_match: bool,
+    /// Session affinity shapes the routes: cookie routes come before the weighted one (not with A/B testing).
+    pub sticky: bool,
     pub skip_analysis: bool,
     pub suspend: bool,
     /// fledge reverts by default (Flagger does not).
@@ -341,6 +343,7 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         step_weight_promotion,
         iterations: iterations.filter(|n| *n > 0),
         has_match,
+        sticky: analysis.session_affinity.is_some() && !has_match,
         skip_analysis: spec.skip_analysis || spec.analysis.is_none(),
         suspend: spec.suspend,
         revert_on_deletion: spec.revert_on_deletion.unwrap_or(true),

@@ -86,7 +86,7 @@ pub async fn observe(
     let configs = config_hashes(client, index, namespace, &refs).await?;
     let primary = index.deployment(namespace, &primary_name(&spec.target));
     let virtual_service = index.virtual_service(namespace, &spec.service);
-    let (routed, drifted) = routed_weights(virtual_service.as_ref(), &spec.service);
+    let (routed, drifted) = routed_weights(virtual_service.as_ref(), spec);
     let apex = index.service(namespace, &spec.service);
     let now = Timestamp::now();
     Ok(Snapshot {
@@ -99,7 +99,9 @@ pub async fn observe(
             tracked_configs: configs.clone(),
             routed_canary_weight: routed,
             drifted_canary_weight: drifted,
-            routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
+            routed_mirror: virtual_service
+                .as_ref()
+                .is_some_and(|vs| mirrored(vs, spec.sticky)),
             // The controller knows these, not the cluster read.
             policy_blocked: None,
             target_missing_secs: 0,
@@ -117,9 +119,9 @@ pub async fn observe(
 
 /// The canary weight of record — what fledge wrote, from its annotation; the weights themselves for a route
 /// written before fledge kept the record — and the weight shown when someone edited it by hand.
-fn routed_weights(vs: Option<&kube::api::DynamicObject>, apex: &str) -> (Option<u32>, Option<u32>) {
+fn routed_weights(vs: Option<&kube::api::DynamicObject>, spec: &ValidSpec) -> (Option<u32>, Option<u32>) {
     let Some(vs) = vs else { return (None, None) };
-    let shown = canary_weight(vs, apex);
+    let shown = canary_weight(vs, &spec.service, spec.sticky);
     match (recorded_weight(vs), shown) {
         (Some(recorded), Some(shown)) if recorded != shown => (Some(recorded), Some(shown)),
         (Some(recorded), _) if shown.is_some() => (Some(recorded), None),
@@ -133,7 +135,7 @@ fn without_target(index: &Index, namespace: &str, spec: &ValidSpec) -> Snapshot 
     let primary = index.deployment(namespace, &primary_name(&spec.target));
     let virtual_service = index.virtual_service(namespace, &spec.service);
     let now = Timestamp::now();
-    let (routed, drifted) = routed_weights(virtual_service.as_ref(), &spec.service);
+    let (routed, drifted) = routed_weights(virtual_service.as_ref(), spec);
     Snapshot {
         observed: Observed {
             primary: primary
@@ -141,7 +143,9 @@ fn without_target(index: &Index, namespace: &str, spec: &ValidSpec) -> Snapshot 
                 .map(|p| reading_with(p, now, spec.primary_ready_percent)),
             routed_canary_weight: routed,
             drifted_canary_weight: drifted,
-            routed_mirror: virtual_service.as_ref().is_some_and(mirrored),
+            routed_mirror: virtual_service
+                .as_ref()
+                .is_some_and(|vs| mirrored(vs, spec.sticky)),
             now: unix_seconds(now),
             ..Observed::default()
         },

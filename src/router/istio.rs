@@ -244,17 +244,21 @@ pub fn destination_rule(host: &str, svc: &CanaryService, owner: &OwnerReference)
     })
 }
 
-/// The canary's weight in a VirtualService fledge manages, if its first http (or tcp) route names the canary
-/// host.
-pub fn canary_weight(vs: &DynamicObject, apex: &str) -> Option<u32> {
-    let canary = format!("{apex}-canary");
+/// The route carrying the split: the first http (or tcp) route, or with session affinity (`sticky`) the last
+/// http one, behind the cookie routes.
+fn weighted_route(vs: &DynamicObject, sticky: bool) -> &Value {
     let spec = &vs.data["spec"];
-    let first = if spec["http"].is_array() {
-        &spec["http"][0]
-    } else {
-        &spec["tcp"][0]
-    };
-    first["route"]
+    match spec["http"].as_array() {
+        Some(http) if sticky => http.last().unwrap_or(&Value::Null),
+        Some(http) => http.first().unwrap_or(&Value::Null),
+        None => &spec["tcp"][0],
+    }
+}
+
+/// The canary's weight in a VirtualService fledge manages, if its weighted route names the canary host.
+pub fn canary_weight(vs: &DynamicObject, apex: &str, sticky: bool) -> Option<u32> {
+    let canary = format!("{apex}-canary");
+    weighted_route(vs, sticky)["route"]
         .as_array()?
         .iter()
         .find(|r| r["destination"]["host"].as_str() == Some(canary.as_str()))
@@ -272,8 +276,8 @@ pub fn recorded_weight(vs: &DynamicObject) -> Option<u32> {
 }
 
 /// Whether the VirtualService copies requests to the canary.
-pub fn mirrored(vs: &DynamicObject) -> bool {
-    vs.data["spec"]["http"][0]["mirror"].is_object()
+pub fn mirrored(vs: &DynamicObject, sticky: bool) -> bool {
+    weighted_route(vs, sticky)["mirror"].is_object()
 }
 
 /// Reads and writes Istio objects in one namespace.
@@ -351,10 +355,10 @@ mod tests {
         let vs = virtual_service(&spec, &svc, None, Split::weights(80, 20), &owner, None, None);
         let mut object: DynamicObject = serde_json::from_value(vs).expect("object");
         assert_eq!(recorded_weight(&object), Some(20));
-        assert_eq!(canary_weight(&object, "podinfo"), Some(20));
+        assert_eq!(canary_weight(&object, "podinfo", false), Some(20));
         object.data["spec"]["http"][0]["route"][1]["weight"] = json!(100);
         assert_eq!(
-            (recorded_weight(&object), canary_weight(&object, "podinfo")),
+            (recorded_weight(&object), canary_weight(&object, "podinfo", false)),
             (Some(20), Some(100))
         );
     }
@@ -454,6 +458,45 @@ mod tests {
     }
 
     #[test]
+    fn with_session_affinity_the_weight_is_read_from_the_weighted_route_not_a_cookie_route() {
+        let (spec, svc, owner) = fixtures(json!({"port": 9898}));
+        let settings = crate::api::SessionAffinity {
+            cookie_name: "c".into(),
+            ..Default::default()
+        };
+        let cookies = crate::router::affinity::Cookies {
+            canary: Some("c=v".into()),
+            ..Default::default()
+        };
+        let sticky = Sticky {
+            settings: &settings,
+            cookies: &cookies,
+            interval_secs: 60,
+        };
+        let split = Split {
+            mirror: Some(50),
+            ..Split::weights(75, 25)
+        };
+        let vs: DynamicObject = serde_json::from_value(virtual_service(
+            &spec,
+            &svc,
+            None,
+            split,
+            &owner,
+            None,
+            Some(sticky),
+        ))
+        .expect("vs");
+        assert_eq!(canary_weight(&vs, "podinfo", true), Some(25));
+        assert_eq!(
+            canary_weight(&vs, "podinfo", false),
+            Some(100),
+            "the first route is the cookie's"
+        );
+        assert!(mirrored(&vs, true));
+    }
+
+    #[test]
     fn reads_the_canary_weight_back() {
         let (spec, svc, owner) = fixtures(json!({"port": 9898}));
         let vs: DynamicObject = serde_json::from_value(virtual_service(
@@ -466,6 +509,6 @@ mod tests {
             None,
         ))
         .expect("vs");
-        assert_eq!(canary_weight(&vs, "podinfo"), Some(40));
+        assert_eq!(canary_weight(&vs, "podinfo", false), Some(40));
     }
 }
