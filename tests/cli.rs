@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use fledge::api::{Canary, Phase};
@@ -17,20 +16,9 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 /// Runs `fledge <args>` with `stdin`; returns (exit code, stdout).
 fn fledge(args: &[&str], stdin: &str) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run fledge");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("fledge");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fledge"));
+    command.args(args);
+    let out = support::piped(command, stdin);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

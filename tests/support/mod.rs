@@ -80,6 +80,25 @@ impl Drop for TestNamespace {
     }
 }
 
+/// Runs `command` with `stdin` written to it; its output, both streams captured.
+pub fn piped(mut command: std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for the command")
+}
+
 /// Polls `probe` every 200 ms until it returns `Ok`, or panics after `limit` with the last reason it gave.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
