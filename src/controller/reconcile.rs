@@ -19,15 +19,17 @@ use super::policies::{Loaded, NotReady, PolicyStore};
 use super::status::{condition, cookies_of, set_condition, set_cookies, state_of, with_state};
 use super::written::Written;
 use crate::analysis::{PolicyMetrics, Providers};
-use crate::api::{Canary, CanaryStatus, Phase, PolicyStatus, ValidSpec, WebhookType, validate_with};
+use crate::api::{
+    Canary, CanaryStatus, Phase, PolicyStatus, SessionAffinity, ValidSpec, WebhookType, validate_with,
+};
 use crate::cluster::act::Actor;
 use crate::cluster::index::Index;
 use crate::cluster::observe::{Snapshot, observe};
 use crate::cluster::teardown::{Teardown, abandon, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER, primary_name};
-use crate::lifecycle::{Action, CanaryId, EventKind, PolicyBlocked, State, rollout_of, tick};
+use crate::lifecycle::{Action, CanaryId, EventKind, PolicyBlocked, State, Tick, rollout_of, tick};
 use crate::policy::{Policy, PolicyError};
-use crate::router::affinity::{Sticky, next_cookies};
+use crate::router::affinity::{Cookies, Sticky, next_cookies};
 use crate::webhooks::{Payload, Webhooks};
 
 /// What every reconcile shares.
@@ -440,27 +442,13 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         .await?
     };
 
-    // Session affinity follows the weight this tick routes (not with A/B testing, as in Flagger).
     let affinity = canary
         .spec
         .analysis
         .as_ref()
         .and_then(|a| a.session_affinity.as_ref())
-        .filter(|_| !spec.has_match);
-    let mut cookies = cookies_of(status);
-    let routed = decided.actions.iter().rev().find_map(|a| match a {
-        Action::Route(split) => Some(split.canary),
-        _ => None,
-    });
-    if let (Some(settings), Some(weight)) = (affinity, routed) {
-        let rollout = format!(
-            "{}/{}/{:?}",
-            canary.uid().unwrap_or_default(),
-            decided.state.last_applied.as_deref().unwrap_or_default(),
-            status.and_then(|s| s.rollout_start_time.as_ref()),
-        );
-        cookies = next_cookies(settings, &cookies, weight, &rollout);
-    }
+        .filter(|_| spec.sticky);
+    let cookies = cookies_after(&canary, affinity, &decided);
     let actor = Actor {
         client: &ctx.client,
         namespace: &namespace,
@@ -570,6 +558,28 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     Ok(Requeue::requeue(decided.requeue.unwrap_or_else(|| {
         ctx.options.resync.mul_f64(0.8 + 0.4 * jitter())
     })))
+}
+
+/// The session-affinity cookies after this tick: they follow the weight it routes (unchanged when it routes
+/// nothing, or the Canary asks for no affinity). A rollout's cookie is derived from the Canary, the revision
+/// and the rollout's start.
+fn cookies_after(canary: &Canary, affinity: Option<&SessionAffinity>, decided: &Tick) -> Cookies {
+    let status = canary.status.as_ref();
+    let cookies = cookies_of(status);
+    let routed = decided.actions.iter().rev().find_map(|a| match a {
+        Action::Route(split) => Some(split.canary),
+        _ => None,
+    });
+    let (Some(settings), Some(weight)) = (affinity, routed) else {
+        return cookies;
+    };
+    let rollout = format!(
+        "{}/{}/{:?}",
+        canary.uid().unwrap_or_default(),
+        decided.state.last_applied.as_deref().unwrap_or_default(),
+        status.and_then(|s| s.rollout_start_time.as_ref()),
+    );
+    next_cookies(settings, &cookies, weight, &rollout)
 }
 
 /// When each Canary's objects were last re-applied without trusting the cache.
