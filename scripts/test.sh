@@ -28,7 +28,7 @@ trap '"$root/tests/controlplane/down.sh"' EXIT
 export KUBECONFIG=$kubeconfig PATH="$bin:$PATH"
 
 echo "[test] unit and integration tests" >&2
-cargo test --all-targets --locked -- --include-ignored
+cargo test --all-targets --locked --no-fail-fast -- --include-ignored
 
 # The controller image: built without a Docker engine and started once (prints `fledge --version`).
 echo "[test] container image" >&2

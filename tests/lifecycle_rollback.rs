@@ -130,7 +130,8 @@ async fn a_config_map_change_starts_a_rollout_and_the_primary_uses_its_copy() {
     )
     .await
     .expect("create canary");
-    wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let initialized = wait_phase(&ns, Phase::Initialized, LIMIT).await;
+    let first = initialized.status.and_then(|s| s.last_promoted_spec);
     let primary = ns
         .api::<Deployment>()
         .get("podinfo-primary")
@@ -160,8 +161,24 @@ async fn a_config_map_change_starts_a_rollout_and_the_primary_uses_its_copy() {
         .patch("podinfo-config", &PatchParams::default(), &Patch::Merge(&change))
         .await
         .expect("edit");
-    wait_phase(&ns, Phase::Progressing, LIMIT).await;
-    wait_phase(&ns, Phase::Succeeded, LIMIT).await;
+    // A rollout of the new revision, promoted (its Progressing phase lasts a second or two: a loaded machine
+    // can miss it between two reads, so the promoted revision is what is checked).
+    support::eventually("the config change promoted", LIMIT, || async {
+        let status = ns
+            .api::<Canary>()
+            .get("podinfo")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        let promoted = status.last_promoted_spec.clone();
+        if status.phase == Some(Phase::Succeeded) && promoted.is_some() && promoted != first {
+            Ok(())
+        } else {
+            Err(format!("phase {:?}, promoted {promoted:?}", status.phase))
+        }
+    })
+    .await;
     let copy = ns
         .api::<ConfigMap>()
         .get("podinfo-config-primary")
