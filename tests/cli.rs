@@ -153,6 +153,9 @@ async fn pause_holds_the_weight_resume_goes_on_abort_rolls_back_and_retry_rolls_
         .expect("create canary");
     wait_phase(&ns, Phase::Initialized, LIMIT).await;
     set_image(&ns, "stefanprodan/podinfo:3.1.1").await;
+    // Asked at once, before the controller may have seen the new image: it waits for that rollout.
+    let (code, out) = run(&ns, &["status", "podinfo", "--timeout", "2s"]).await;
+    assert_eq!(code, 2, "the rollout of the new image is not over in 2 s: {out}");
     support::eventually("a first step", LIMIT, || async {
         let w = canary(&ns).await.status.map(|s| s.canary_weight).unwrap_or(0);
         if w > 0 { Ok(w) } else { Err(format!("weight {w}")) }

@@ -229,9 +229,16 @@ impl Outcome {
     }
 }
 
-/// Whether `phase` ends a wait: a rollout done, or none in flight.
-pub fn settled(phase: Option<Phase>) -> Option<Outcome> {
-    match phase {
+/// Whether a Canary's status ends a wait: a rollout done, or none in flight — decided after the target's
+/// latest change (`target_generation`), so a `status` run right after `kubectl set image` waits for the
+/// rollout that change starts instead of reporting the last one.
+pub fn settled(status: Option<&crate::api::CanaryStatus>, target_generation: Option<i64>) -> Option<Outcome> {
+    let status = status?;
+    let seen = status.observed_target_generation;
+    if target_generation.is_some_and(|g| seen.is_none_or(|s| s < g)) {
+        return None;
+    }
+    match status.phase {
         Some(Phase::Succeeded | Phase::Initialized) => Some(Outcome::Succeeded),
         Some(Phase::Failed) => Some(Outcome::Failed),
         _ => None,
@@ -252,10 +259,13 @@ pub async fn status(
             .default_backoff()
             .applied_objects()
             .boxed();
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
         while let Some(change) = changes.next().await {
             let canary = change?;
-            let phase = canary.status.as_ref().and_then(|s| s.phase);
-            if let Some(outcome) = settled(phase) {
+            let target = deployments.get_opt(&canary.spec.target_ref.name).await?;
+            let generation = target.and_then(|t| t.metadata.generation);
+            if let Some(outcome) = settled(canary.status.as_ref(), generation) {
+                let phase = canary.status.as_ref().and_then(|s| s.phase);
                 return Ok::<_, anyhow::Error>((outcome, format!("{name}: {phase:?}")));
             }
         }
@@ -274,5 +284,36 @@ pub async fn status(
                 format!("{name}: still {phase:?} after {timeout:?}"),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::CanaryStatus;
+
+    #[test]
+    fn a_phase_settles_a_wait_only_once_decided_after_the_targets_latest_change() {
+        let status = |phase, seen| CanaryStatus {
+            phase: Some(phase),
+            observed_target_generation: seen,
+            ..CanaryStatus::default()
+        };
+        assert_eq!(
+            settled(Some(&status(Phase::Succeeded, Some(3))), Some(3)),
+            Some(Outcome::Succeeded)
+        );
+        assert_eq!(
+            settled(Some(&status(Phase::Failed, Some(3))), Some(3)),
+            Some(Outcome::Failed)
+        );
+        assert_eq!(settled(Some(&status(Phase::Progressing, Some(3))), Some(3)), None);
+        assert_eq!(
+            settled(Some(&status(Phase::Succeeded, Some(3))), Some(4)),
+            None,
+            "decided before the new image"
+        );
+        assert_eq!(settled(Some(&status(Phase::Initialized, None)), Some(1)), None);
+        assert_eq!(settled(None, Some(1)), None);
     }
 }

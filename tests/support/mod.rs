@@ -42,11 +42,14 @@ impl TestNamespace {
 
     /// Like [`TestNamespace::create`], on the plane `client` talks to.
     pub async fn create_in(client: Client, prefix: &str) -> Self {
+        // Two tests of one process can read the same clock value: a counter keeps their names apart.
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock after 1970")
             .subsec_nanos();
-        let name = format!("{prefix}-{:x}{:x}", std::process::id(), nanos);
+        let name = format!("{prefix}-{:x}{:x}{nth}", std::process::id(), nanos);
         let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
             .expect("namespace manifest");
         Api::<Namespace>::all(client.clone())
