@@ -501,10 +501,6 @@ pub struct CanaryStatus {
     /// fledge: the operator who opened the next gate (`fledge promote`), until it is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_opened_by: Option<String>,
-    /// fledge: the target Deployment's `metadata.generation` the last decision saw, so a client can tell a
-    /// settled phase from one decided before the target's latest change (`fledge status`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_target_generation: Option<i64>,
     /// fledge: the id of the last operator request taken (see `fledge.dev/manual`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_manual: Option<String>,

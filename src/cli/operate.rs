@@ -229,20 +229,24 @@ impl Outcome {
     }
 }
 
-/// Whether a Canary's status ends a wait: a rollout done, or none in flight — decided after the target's
-/// latest change (`target_generation`), so a `status` run right after `kubectl set image` waits for the
-/// rollout that change starts instead of reporting the last one.
-pub fn settled(status: Option<&crate::api::CanaryStatus>, target_generation: Option<i64>) -> Option<Outcome> {
-    let status = status?;
-    let seen = status.observed_target_generation;
-    if target_generation.is_some_and(|g| seen.is_none_or(|s| s < g)) {
-        return None;
-    }
-    match status.phase {
-        Some(Phase::Succeeded | Phase::Initialized) => Some(Outcome::Succeeded),
+/// Whether a Canary's status ends a wait: a rollout done, or none in flight. `pending`: the target runs other
+/// images than the primary — a change the controller has not rolled out yet (a `status` run right after
+/// `kubectl set image` waits for that rollout instead of reporting the last one); a failed rollout leaves them
+/// different and still ends the wait.
+pub fn settled(phase: Option<Phase>, pending: bool) -> Option<Outcome> {
+    match phase {
+        Some(Phase::Succeeded | Phase::Initialized) if !pending => Some(Outcome::Succeeded),
         Some(Phase::Failed) => Some(Outcome::Failed),
         _ => None,
     }
+}
+
+/// The container images of a Deployment's pod template, in order.
+fn images(d: Option<&Deployment>) -> Vec<String> {
+    d.and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers.iter().filter_map(|c| c.image.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// `status <name> --timeout`: waits for the rollout in flight to end.
@@ -262,10 +266,12 @@ pub async fn status(
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
         while let Some(change) = changes.next().await {
             let canary = change?;
-            let target = deployments.get_opt(&canary.spec.target_ref.name).await?;
-            let generation = target.and_then(|t| t.metadata.generation);
-            if let Some(outcome) = settled(canary.status.as_ref(), generation) {
-                let phase = canary.status.as_ref().and_then(|s| s.phase);
+            let target_name = &canary.spec.target_ref.name;
+            let target = deployments.get_opt(target_name).await?;
+            let primary = deployments.get_opt(&format!("{target_name}-primary")).await?;
+            let pending = primary.is_some() && images(target.as_ref()) != images(primary.as_ref());
+            let phase = canary.status.as_ref().and_then(|s| s.phase);
+            if let Some(outcome) = settled(phase, pending) {
                 return Ok::<_, anyhow::Error>((outcome, format!("{name}: {phase:?}")));
             }
         }
@@ -290,30 +296,18 @@ pub async fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::CanaryStatus;
 
     #[test]
-    fn a_phase_settles_a_wait_only_once_decided_after_the_targets_latest_change() {
-        let status = |phase, seen| CanaryStatus {
-            phase: Some(phase),
-            observed_target_generation: seen,
-            ..CanaryStatus::default()
-        };
+    fn a_settled_phase_ends_the_wait_unless_the_target_runs_images_not_rolled_out_yet() {
+        assert_eq!(settled(Some(Phase::Succeeded), false), Some(Outcome::Succeeded));
+        assert_eq!(settled(Some(Phase::Initialized), false), Some(Outcome::Succeeded));
         assert_eq!(
-            settled(Some(&status(Phase::Succeeded, Some(3))), Some(3)),
-            Some(Outcome::Succeeded)
-        );
-        assert_eq!(
-            settled(Some(&status(Phase::Failed, Some(3))), Some(3)),
-            Some(Outcome::Failed)
-        );
-        assert_eq!(settled(Some(&status(Phase::Progressing, Some(3))), Some(3)), None);
-        assert_eq!(
-            settled(Some(&status(Phase::Succeeded, Some(3))), Some(4)),
+            settled(Some(Phase::Succeeded), true),
             None,
-            "decided before the new image"
+            "set image, not seen yet"
         );
-        assert_eq!(settled(Some(&status(Phase::Initialized, None)), Some(1)), None);
-        assert_eq!(settled(None, Some(1)), None);
+        assert_eq!(settled(Some(Phase::Failed), true), Some(Outcome::Failed));
+        assert_eq!(settled(Some(Phase::Progressing), false), None);
+        assert_eq!(settled(None, false), None);
     }
 }

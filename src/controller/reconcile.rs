@@ -543,11 +543,6 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         );
     }
     record_metrics(&ctx, &id, &spec, status, &mut next);
-    next.observed_target_generation = snapshot
-        .target
-        .as_ref()
-        .and_then(|t| t.metadata.generation)
-        .or(next.observed_target_generation);
     if let Some((_, Ok(taken))) = &request {
         next.last_manual = Some(taken.id.clone());
     }
