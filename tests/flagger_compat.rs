@@ -77,6 +77,25 @@ fn the_flagger_manifest_parses_and_validates_as_a_fledge_canary() {
     assert_eq!(spec.ignored, vec!["analysis.alerts"]);
 }
 
+/// Waits for podinfo's `Ready` condition to carry `reason`.
+async fn condition_with_reason(
+    ns: &TestNamespace,
+    reason: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    support::eventually(&format!("a {reason} condition"), LIMIT, || async {
+        let c = ns
+            .api::<Canary>()
+            .get("podinfo")
+            .await
+            .map_err(|e| e.to_string())?;
+        c.status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .filter(|c| c.reason == reason)
+            .ok_or_else(|| format!("no {reason} condition yet"))
+    })
+    .await
+}
+
 /// Given the controller time to act wrongly, it did not: no primary, no VirtualService (where Istio is
 /// served), the apex Service still selects the target.
 async fn assert_untouched(ns: &TestNamespace) {
@@ -230,18 +249,7 @@ async fn a_canary_for_another_provider_is_refused_and_fledge_creates_nothing() {
     let controller = start_controller(&ns.client, &ns.name);
     let nginx = flagger_canary_as_fledge().replace("provider: istio", "provider: nginx");
     kubectl_apply(&ns.name, &nginx).expect("the schema accepts any provider name");
-    let message = support::eventually("an InvalidSpec condition", LIMIT, || async {
-        let c = ns
-            .api::<Canary>()
-            .get("podinfo")
-            .await
-            .map_err(|e| e.to_string())?;
-        c.status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.reason == "InvalidSpec"))
-            .map(|c| c.message)
-            .ok_or_else(|| "no InvalidSpec condition yet".to_owned())
-    })
-    .await;
+    let message = condition_with_reason(&ns, "InvalidSpec").await.message;
     assert!(message.contains("provider nginx is not supported"), "{message}");
     assert_untouched(&ns).await;
     controller.abort();
@@ -306,18 +314,7 @@ async fn without_istio_in_the_cluster_a_canary_says_so_and_fledge_creates_nothin
     create_canary(&ns, json!({"interval": "1s", "stepWeight": 20}))
         .await
         .expect("create canary");
-    let ready = support::eventually("a RouterNotInstalled condition", LIMIT, || async {
-        let c = ns
-            .api::<Canary>()
-            .get("podinfo")
-            .await
-            .map_err(|e| e.to_string())?;
-        c.status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
-            .filter(|c| c.reason == "RouterNotInstalled")
-            .ok_or_else(|| "no RouterNotInstalled condition yet".to_owned())
-    })
-    .await;
+    let ready = condition_with_reason(&ns, "RouterNotInstalled").await;
     assert_eq!(ready.status, "False");
     assert!(
         ready
