@@ -11,9 +11,9 @@ use kube::{Api, Client};
 use super::hpa::primary_hpa;
 use super::index::Index;
 use super::observe::Snapshot;
-use super::services::{Role, discovered_ports, owned_by, service};
+use super::services::{Role, discovered_ports, service};
 use super::workload::primary_deployment;
-use super::{ClusterError, FIELD_MANAGER, primary_name};
+use super::{ClusterError, FIELD_MANAGER, owned_by, primary_name};
 use crate::api::{CanaryService, ValidSpec};
 use crate::lifecycle::{Action, Split};
 use crate::router::affinity::Sticky;
@@ -231,7 +231,7 @@ impl Actor<'_> {
             // and another number would make the Service invalid.
             if let Some(found) = live
                 .as_ref()
-                .filter(|s| role == Role::Apex && !owned_by(s, &self.owner))
+                .filter(|s| role == Role::Apex && !owned_by(&s.metadata, &self.owner))
             {
                 self.replace_apex_ports(&services, found, &svc).await?;
             }

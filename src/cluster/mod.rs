@@ -10,7 +10,7 @@ pub mod services;
 pub mod teardown;
 pub mod workload;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use thiserror::Error;
 
 /// Field manager for every server-side apply fledge makes.
@@ -83,6 +83,11 @@ impl ClusterError {
             Self::Encode { .. } => "encode",
         }
     }
+}
+
+/// Whether the Canary of `owner` owns this object (by uid).
+pub fn owned_by(meta: &ObjectMeta, owner: &OwnerReference) -> bool {
+    meta.owner_references.iter().flatten().any(|o| o.uid == owner.uid)
 }
 
 /// The Canary owner reference the builders' unit tests use.

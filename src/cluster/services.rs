@@ -52,7 +52,7 @@ pub fn service(
         Role::Primary => (format!("{}-primary", label.1), svc.primary.as_ref()),
         Role::Canary => (label.1.clone(), svc.canary.as_ref()),
     };
-    let user_apex = live.filter(|s| role == Role::Apex && !owned_by(s, owner));
+    let user_apex = live.filter(|s| role == Role::Apex && !super::owned_by(&s.metadata, owner));
     let meta = meta.cloned().unwrap_or_default();
     let mut annotations = meta.annotations;
     let mut labels = meta.labels;
@@ -135,15 +135,6 @@ fn keep_unmanaged(
 
 fn cluster_ip(s: &Service) -> Option<&str> {
     s.spec.as_ref()?.cluster_ip.as_deref()
-}
-
-/// Whether the Canary of `owner` owns this Service.
-pub fn owned_by(s: &Service, owner: &OwnerReference) -> bool {
-    s.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == owner.uid)
 }
 
 /// Flagger's `service.portDiscovery`: every other TCP container port of the target, named after the

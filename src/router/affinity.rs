@@ -99,23 +99,11 @@ fn set_cookie(settings: &SessionAffinity, cookie: &str, max_age: i64) -> String 
 }
 
 /// A match on the request's `Cookie` header carrying `cookie` (Flagger's regex), laid over each of the
-/// Service's own match conditions (its `headers` give way to the cookie's, as in Flagger and in A/B matches).
+/// Service's own match conditions as an A/B condition is.
 fn cookie_match(cookie: &str, service_match: &[Value]) -> Value {
     let (name, value) = cookie.split_once('=').unwrap_or((cookie, ""));
     let condition = json!({"headers": {"Cookie": {"regex": format!(".*{name}.*{value}.*")}}});
-    if service_match.is_empty() {
-        return json!([condition]);
-    }
-    Value::Array(
-        service_match
-            .iter()
-            .map(|base| {
-                let mut merged = base.clone();
-                merged["headers"] = condition["headers"].clone();
-                merged
-            })
-            .collect(),
-    )
+    Value::Array(super::lay_over(&[condition], service_match))
 }
 
 /// `weighted` (the route carrying the split, its destinations `[primary, canary]`) with the sticky routes in

@@ -7,8 +7,9 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::affinity::{self, Sticky};
+use super::lay_over;
 use crate::api::{CanaryService, ValidSpec};
-use crate::cluster::{ClusterError, ownership_labels};
+use crate::cluster::{ClusterError, owned_by, ownership_labels};
 use crate::lifecycle::Split;
 
 /// Annotation keeping the spec a VirtualService had before fledge took it over (JSON).
@@ -143,7 +144,7 @@ fn http_routes(
     match analysis_match.filter(|m| !m.is_empty()) {
         Some(ab) => {
             let mut matched = http.clone();
-            matched["match"] = json!(merged_matches(ab, svc.match_.as_deref().unwrap_or_default()));
+            matched["match"] = json!(lay_over(ab, svc.match_.as_deref().unwrap_or_default()));
             let mut rest = http;
             rest["route"] = route(100, 0);
             vec![matched, rest]
@@ -153,28 +154,6 @@ fn http_routes(
             None => vec![http],
         },
     }
-}
-
-/// Each A/B condition laid over each of the Service's own (`uri.prefix: /api` and a header both hold).
-/// Flagger keeps only the condition's `headers` and `sourceLabels` over a Service match; fledge keeps every
-/// field the condition names (a deliberate difference: a `uri` condition is not dropped).
-fn merged_matches(ab: &[Value], service: &[Value]) -> Vec<Value> {
-    if service.is_empty() {
-        return ab.to_vec();
-    }
-    ab.iter()
-        .flat_map(|condition| {
-            service.iter().map(move |base| {
-                let mut merged = base.clone();
-                if let (Some(into), Some(from)) = (merged.as_object_mut(), condition.as_object()) {
-                    for (key, value) in from {
-                        into.insert(key.clone(), value.clone());
-                    }
-                }
-                merged
-            })
-        })
-        .collect()
 }
 
 /// Labelled even when it is the user's: the label says which Canary routes this host now. `service.apex`
@@ -192,7 +171,7 @@ fn metadata(
     let mut annotations = custom.annotations;
     annotations.insert(CANARY_WEIGHT.to_owned(), split.canary.to_string());
     let mut metadata = json!({"name": apex, "labels": labels});
-    match existing.filter(|vs| !owned_by(vs, owner)) {
+    match existing.filter(|vs| !owned_by(&vs.metadata, owner)) {
         // Somebody else's VirtualService: remember it once, never own it.
         Some(vs) => {
             let original = vs
@@ -220,14 +199,6 @@ fn labels(owner: &OwnerReference) -> Value {
         .map(|(k, v)| (k, json!(v)))
         .collect();
     Value::Object(labels)
-}
-
-fn owned_by(obj: &DynamicObject, owner: &OwnerReference) -> bool {
-    obj.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == owner.uid)
 }
 
 /// The DestinationRule `<host>` with the Canary's trafficPolicy.
