@@ -167,7 +167,9 @@ impl PolicyComponent {
             source_name: source_name.to_owned(),
             message,
         };
-        let component = Component::new(&engine.engine, bytes).map_err(|e| load_error(format!("{e:#}")))?;
+        let component = engine
+            .compiled(&digest, bytes)
+            .map_err(|e| load_error(format!("{e:#}")))?;
         let ty = component.component_type();
         let imports: Vec<String> = ty
             .imports(&engine.engine)

@@ -1,12 +1,15 @@
 //! One wasmtime Engine for the process: its limits, the epoch ticker that enforces deadlines (`ticker`), the on-disk
-//! compile cache, and the in-memory set of loaded components keyed by digest.
+//! cache of compiled components (`fledge-precompiled`, mapped on load), and the in-memory set of loaded
+//! components keyed by digest.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use fledge_precompiled::PrecompiledCache;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::component::{Grants, PolicyComponent};
 use super::error::PolicyError;
@@ -59,6 +62,7 @@ pub struct PolicyEngine {
     pub(super) engine: Engine,
     pub(super) limits: Limits,
     pub(super) ticker: Ticker,
+    precompiled: Option<PrecompiledCache>,
     loaded: Arc<Mutex<Loaded>>,
 }
 
@@ -87,19 +91,18 @@ impl PolicyEngine {
             .max_memories_per_component(MAX_CORE_INSTANCES)
             .max_tables_per_component(MAX_CORE_INSTANCES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if let Some(dir) = cache_dir {
-            let mut cache_config = CacheConfig::new();
-            cache_config.with_directory(dir);
-            let cache = Cache::new(cache_config).map_err(|e| setup(format!("compile cache: {e:#}")))?;
-            config.cache(Some(cache));
-        }
         let engine = Engine::new(&config).map_err(|e| setup(format!("{e:#}")))?;
+        let precompiled = cache_dir
+            .map(|dir| PrecompiledCache::open(&dir, &engine))
+            .transpose()
+            .map_err(|e| setup(format!("compile cache: {e:#}")))?;
         let ticker = Ticker::spawn(&engine, limits.tick, limits.concurrent_calls)
             .map_err(|e| setup(format!("epoch ticker: {e}")))?;
         Ok(Self {
             engine,
             limits,
             ticker,
+            precompiled,
             loaded: Arc::default(),
         })
     }
@@ -126,6 +129,16 @@ impl PolicyEngine {
     /// The limits every call runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The compiled form of `bytes` (whose sha256 is `digest`): mapped from the on-disk cache, or compiled.
+    pub(super) fn compiled(&self, digest: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        match &self.precompiled {
+            Some(cache) => cache
+                .load(&self.engine, digest, bytes)
+                .map(|(component, _)| component),
+            None => Component::new(&self.engine, bytes),
+        }
     }
 
     /// Loads a component from its bytes (compiling it, or taking it from the caches), checking its imports
