@@ -314,12 +314,11 @@ async fn run(client: &Client, n: usize) -> Report {
     .await;
 
     let log = std::env::temp_dir().join(format!("fledge-scale-{n}.log"));
-    let controller = ControllerProcess::spawn_cluster_wide(
-        &key_ns.name,
-        &[],
-        &[("RUST_LOG", "warn,fledge::controller=info")],
-        Some(&log),
-    );
+    // Extra controller environment for experiments, e.g. FLEDGE_SCALE_CONTROLLER_ENV="MALLOC_ARENA_MAX=2".
+    let extra = std::env::var("FLEDGE_SCALE_CONTROLLER_ENV").unwrap_or_default();
+    let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", "warn,fledge::controller=info")];
+    env.extend(extra.split_whitespace().filter_map(|kv| kv.split_once('=')));
+    let controller = ControllerProcess::spawn_cluster_wide(&key_ns.name, &[], &env, Some(&log));
     let errors_before = support::eventually(
         "the controller serving /metrics",
         Duration::from_secs(60),

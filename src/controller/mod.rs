@@ -147,7 +147,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
     let (reader, writer) = reflector::store::<Canary>();
     // Status writes do not change the generation: fledge never wakes itself with them.
     let canaries = watches::touched_once_stored(
-        watcher(api(&client), watcher::Config::default())
+        watcher(api(&client), watches::config())
             .default_backoff()
             .modify(watches::slim)
             .reflect(writer),

@@ -24,7 +24,7 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let (reader, writer) = reflector::store();
-    let templates = watcher(api, watcher::Config::default())
+    let templates = watcher(api, super::watches::config())
         .default_backoff()
         .reflect(writer)
         .applied_objects()

@@ -116,7 +116,7 @@ pub async fn run<K: PolicyObject>(
     let api = K::api(&ctx.client, namespace.as_deref());
     let (reader, writer) = reflector::store::<K>();
     let forget = ctx.clone();
-    let objects = watcher(api, watcher::Config::default())
+    let objects = watcher(api, crate::controller::watches::config())
         .default_backoff()
         .reflect(writer)
         .inspect(move |event| {
@@ -139,7 +139,7 @@ pub async fn run<K: PolicyObject>(
         None => Api::all(ctx.client.clone()),
     };
     let sources = reader.clone();
-    let config_maps = watcher(config_maps, watcher::Config::default())
+    let config_maps = watcher(config_maps, crate::controller::watches::config())
         .default_backoff()
         .touched_objects();
     Controller::for_stream(objects, reader)
