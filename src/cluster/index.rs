@@ -66,6 +66,18 @@ pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
 }
 
+/// The annotation a cached Deployment summary carries (only in the cache, never written): the watch keeps a
+/// Deployment no Canary names without its pod template.
+pub const SUMMARY: &str = "fledge.dev/cached-summary";
+
+/// Whether the cache keeps only a summary of `d`.
+pub fn is_summary(d: &Deployment) -> bool {
+    d.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(SUMMARY))
+}
+
 impl Index {
     pub fn new(stores: Stores, secret_key: Option<std::sync::Arc<[u8]>>) -> Self {
         let ready = {
@@ -105,6 +117,24 @@ impl Index {
             .deployments
             .get(&ObjectRef::new(name).within(namespace))
             .map(|d| d.as_ref().clone())
+    }
+
+    /// A Deployment whole: from the cache, or from the API server when the cache keeps only a summary of it
+    /// (no Canary named it when the watch last saw it: [`SUMMARY`]).
+    pub async fn deployment_in_full(
+        &self,
+        client: &Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Deployment>, kube::Error> {
+        match self.deployment(namespace, name) {
+            Some(d) if is_summary(&d) => {
+                Api::<Deployment>::namespaced(client.clone(), namespace)
+                    .get_opt(name)
+                    .await
+            }
+            cached => Ok(cached),
+        }
     }
 
     /// Whether the cluster served Istio's VirtualService and DestinationRule when the watches started.

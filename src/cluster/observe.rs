@@ -74,7 +74,7 @@ pub async fn observe(
     spec: &ValidSpec,
     selector_labels: &[String],
 ) -> Result<Snapshot, ClusterError> {
-    let Some(target) = index.deployment(namespace, &spec.target) else {
+    let Some(target) = index.deployment_in_full(client, namespace, &spec.target).await? else {
         return Ok(without_target(index, namespace, spec));
     };
     let label = selector_label(&target, selector_labels)?;
@@ -84,7 +84,9 @@ pub async fn observe(
         .map(|s| referenced_configs(&s.template))
         .unwrap_or_default();
     let configs = config_hashes(client, index, namespace, &refs).await?;
-    let primary = index.deployment(namespace, &primary_name(&spec.target));
+    let primary = index
+        .deployment_in_full(client, namespace, &primary_name(&spec.target))
+        .await?;
     let virtual_service = index.virtual_service(namespace, &spec.service);
     let (routed, drifted) = routed_weights(virtual_service.as_ref(), spec);
     let apex = index.service(namespace, &spec.service);

@@ -3,6 +3,9 @@
 //! and DestinationRules, and (metadata only) the ConfigMaps and Secrets a Canary tracks. One watch per kind;
 //! managedFields and kubectl's last-applied copy are dropped before caching.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures::Stream;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -14,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::Canary;
-use crate::cluster::index::{Index, Stores};
+use crate::cluster::index::{Index, SUMMARY, Stores};
 use crate::router::istio::resource;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -86,15 +89,49 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
+    reflected_with(api, writer, slim)
+}
+
+/// [`reflected`], with `keep` deciding what the cache keeps of each object.
+fn reflected_with<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    keep: impl FnMut(&mut K) + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
     let store = writer.as_reader();
     touched_once_stored(
         watcher(api, config())
             .default_backoff()
-            .modify(slim)
+            .modify(keep)
             .reflect(writer),
         store,
         Default::default(),
     )
+}
+
+/// What the cache keeps of a Deployment: all of it (less [`slim`]) when a Canary names it as target or
+/// `-primary`, or while the Canaries are not listed yet; otherwise a summary without its pod template, marked
+/// [`SUMMARY`]. In a cluster of many Deployments few are canaries' (`make scale`: 1,000 noise Deployments cost
+/// ~10 MB whole). A Deployment a Canary comes to name later is read whole from the API server until its next
+/// change reaches the watch ([`crate::cluster::index::Index::deployment_in_full`]).
+fn keep_of_deployment(
+    canaries: Store<Canary>,
+    canaries_listed: Arc<AtomicBool>,
+) -> impl FnMut(&mut Deployment) {
+    move |d| {
+        slim(d);
+        if !canaries_listed.load(Ordering::Acquire) || !canaries_for_deployment(&canaries, d).is_empty() {
+            return;
+        }
+        if let Some(spec) = d.spec.as_mut() {
+            spec.template = Default::default();
+        }
+        d.annotations_mut().insert(SUMMARY.to_owned(), "true".to_owned());
+    }
 }
 
 /// Every object a watch touched, as kube's `touched_objects` — except that what a (re-)list brings is
@@ -142,6 +179,18 @@ where
         .flatten()
 }
 
+/// A flag raised once `canaries` has listed.
+fn canaries_listed(canaries: &Store<Canary>) -> Arc<AtomicBool> {
+    let listed = Arc::new(AtomicBool::new(false));
+    let (flag, store) = (listed.clone(), canaries.clone());
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            flag.store(true, Ordering::Release);
+        }
+    });
+    listed
+}
+
 /// Whether the cluster serves Istio's networking API (the VirtualService and DestinationRule kinds).
 async fn istio_served(client: &Client) -> bool {
     let Ok(group) = kube::discovery::group(client, crate::router::istio::GROUP).await else {
@@ -181,7 +230,11 @@ pub async fn wire(
         );
         controller
             .watches_stream(
-                reflected(api::<Deployment>(client, namespace), deployments_in),
+                reflected_with(
+                    api::<Deployment>(client, namespace),
+                    deployments_in,
+                    keep_of_deployment(canaries.clone(), canaries_listed(canaries)),
+                ),
                 move |d| canaries_for_deployment(&for_deployments, &d),
             )
             .watches_stream(
@@ -310,6 +363,7 @@ fn canaries_tracking<K: ResourceExt>(store: &Store<Canary>, kind: &str, obj: &K)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::index::is_summary;
     use futures::StreamExt;
 
     #[test]
@@ -361,6 +415,63 @@ mod tests {
             ));
         }
         assert_eq!(seen, ["a@1", "a@2", "b@2", "a@3"]);
+    }
+
+    #[test]
+    fn a_deployment_no_canary_names_is_cached_without_its_pod_template_once_the_canaries_are_listed() {
+        let deployment = |name: &str| -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}},
+                                 "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+                },
+                "status": {"replicas": 2, "readyReplicas": 2}
+            }))
+            .expect("deployment")
+        };
+        let canary: Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "fledge.dev/v1alpha1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "ns"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                     "service": {"port": 9898}}
+        }))
+        .expect("canary");
+        let (canaries, mut writer) = reflector::store::<Canary>();
+        writer.apply_watcher_event(&watcher::Event::Apply(canary));
+        let listed = Arc::new(AtomicBool::new(false));
+        let mut keep = keep_of_deployment(canaries, listed.clone());
+        let kept = |keep: &mut dyn FnMut(&mut Deployment), name: &str| {
+            let mut d = deployment(name);
+            keep(&mut d);
+            d
+        };
+
+        // Before the Canaries are listed nothing can be told apart: all is kept.
+        assert!(!is_summary(&kept(&mut keep, "noise")));
+        listed.store(true, Ordering::Release);
+        for named in ["podinfo", "podinfo-primary"] {
+            let d = kept(&mut keep, named);
+            assert!(!is_summary(&d), "{named}");
+            assert_eq!(d, {
+                let mut whole = deployment(named);
+                slim(&mut whole);
+                whole
+            });
+        }
+        let noise = kept(&mut keep, "noise");
+        assert!(is_summary(&noise));
+        let spec = noise.spec.as_ref().expect("spec");
+        assert!(spec.template.spec.is_none(), "pod template dropped");
+        assert_eq!(spec.replicas, Some(2), "replicas and selector stay");
+        assert_eq!(noise.status, deployment("noise").status, "status stays");
+        // Another namespace's Deployment of the same name is not the Canary's.
+        let mut elsewhere = deployment("podinfo");
+        elsewhere.metadata.namespace = Some("other".into());
+        keep(&mut elsewhere);
+        assert!(is_summary(&elsewhere));
     }
 
     #[test]
