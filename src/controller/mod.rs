@@ -15,6 +15,7 @@ mod watches;
 mod written;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -145,12 +146,21 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         }
     };
     let (reader, writer) = reflector::store::<Canary>();
+    // Raised once the store holds the listed Canaries (kube's `wait_until_ready` wakes only one waiter, and
+    // kube's own controller is one): from then on the Deployment cache can tell which Deployments they name.
+    let canaries_listed = Arc::new(AtomicBool::new(false));
+    let listed = canaries_listed.clone();
     // Status writes do not change the generation: fledge never wakes itself with them.
     let canaries = watches::touched_once_stored(
         watcher(api(&client), watches::config())
             .default_backoff()
             .modify(watches::slim)
-            .reflect(writer),
+            .reflect(writer)
+            .inspect(move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    listed.store(true, Ordering::Release);
+                }
+            }),
         reader.clone(),
         (),
     )
@@ -178,6 +188,7 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
         &client,
         options.namespace.as_deref(),
         &reader,
+        canaries_listed,
         secret_key,
     )
     .await;

@@ -179,18 +179,6 @@ where
         .flatten()
 }
 
-/// A flag raised once `canaries` has listed.
-fn canaries_listed(canaries: &Store<Canary>) -> Arc<AtomicBool> {
-    let listed = Arc::new(AtomicBool::new(false));
-    let (flag, store) = (listed.clone(), canaries.clone());
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            flag.store(true, Ordering::Release);
-        }
-    });
-    listed
-}
-
 /// Whether the cluster serves Istio's networking API (the VirtualService and DestinationRule kinds).
 async fn istio_served(client: &Client) -> bool {
     let Ok(group) = kube::discovery::group(client, crate::router::istio::GROUP).await else {
@@ -212,6 +200,7 @@ pub async fn wire(
     client: &Client,
     namespace: Option<&str>,
     canaries: &Store<Canary>,
+    canaries_listed: Arc<AtomicBool>,
     secret_key: Option<std::sync::Arc<[u8]>>,
 ) -> (Controller<Canary>, Index) {
     let (deployments, deployments_in) = reflector::store::<Deployment>();
@@ -233,7 +222,7 @@ pub async fn wire(
                 reflected_with(
                     api::<Deployment>(client, namespace),
                     deployments_in,
-                    keep_of_deployment(canaries.clone(), canaries_listed(canaries)),
+                    keep_of_deployment(canaries.clone(), canaries_listed),
                 ),
                 move |d| canaries_for_deployment(&for_deployments, &d),
             )
