@@ -310,6 +310,10 @@ fn is_or_primary_of(candidate: &str, name: &str) -> bool {
 
 /// Canaries whose target or primary is this Deployment: `kubectl set image` wakes its canary at once.
 fn canaries_for_deployment(store: &Store<Canary>, d: &Deployment) -> Vec<ObjectRef<Canary>> {
+    // A summary is a Deployment `keep_of_deployment` found no Canary for on this same event: no second scan.
+    if crate::cluster::index::is_summary(d) {
+        return Vec::new();
+    }
     let name = d.name_any();
     canaries_where(store, &d.namespace(), |c| {
         is_or_primary_of(&c.spec.target_ref.name, &name)

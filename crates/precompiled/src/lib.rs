@@ -127,11 +127,11 @@ fn prune(dir: &Path, budget: u64) {
 /// Writes `bytes` to `path` so that no reader ever sees a partial file.
 fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut aside = tempfile_in(dir)?;
-    aside.1.write_all(bytes)?;
-    aside.1.sync_all()?;
-    std::fs::rename(&aside.0, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&aside.0);
+    let (aside, mut file) = tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&aside, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&aside);
     })
 }
 
