@@ -8,6 +8,7 @@ pub mod index;
 pub mod observe;
 pub mod services;
 pub mod teardown;
+pub mod versions;
 pub mod workload;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};

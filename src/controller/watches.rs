@@ -12,12 +12,14 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::Controller;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::Canary;
-use crate::cluster::index::{Index, SUMMARY, Stores};
+use crate::cluster::index::{Index, SUMMARY, Stores, pack};
+use crate::cluster::versions::{VersionsWriter, versions};
 use crate::router::istio::resource;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -113,6 +115,28 @@ where
     )
 }
 
+/// A metadata-only watch of `api` whose resourceVersions `writer` keeps, yielding every object it touched
+/// (what a list brought, once the map holds it).
+fn versioned<K>(
+    api: Api<PartialObjectMeta<K>>,
+    mut writer: VersionsWriter,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
+    use futures::StreamExt;
+    watcher(api, config())
+        .default_backoff()
+        .map(move |event| -> Box<dyn Iterator<Item = _> + Send> {
+            match event {
+                Ok(event) => Box::new(writer.apply(event).map(Ok)),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        })
+        .flat_map(futures::stream::iter)
+}
+
 /// What the cache keeps of a Deployment: all of it (less [`slim`]) when a Canary names it as target or
 /// `-primary`, or while the Canaries are not listed yet; otherwise a summary without its pod template, marked
 /// [`SUMMARY`]. In a cluster of many Deployments few are canaries' (`make scale`: 1,000 noise Deployments cost
@@ -206,8 +230,8 @@ pub async fn wire(
     let (deployments, deployments_in) = reflector::store::<Deployment>();
     let (services, services_in) = reflector::store::<Service>();
     let (autoscalers, autoscalers_in) = reflector::store::<HorizontalPodAutoscaler>();
-    let (config_maps, config_maps_in) = reflector::store::<PartialObjectMeta<ConfigMap>>();
-    let (secrets, secrets_in) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (config_maps, config_maps_in) = versions();
+    let (secrets, secrets_in) = versions();
     let controller = controller.trigger_backoff(EachWatchBacksOff);
     let mut controller = {
         let (for_deployments, for_services, for_autoscalers, for_configs, for_secrets) = (
@@ -235,14 +259,14 @@ pub async fn wire(
                 move |h| canaries_scaled_by(&for_autoscalers, &h),
             )
             .watches_stream(
-                reflected(
+                versioned(
                     api::<PartialObjectMeta<ConfigMap>>(client, namespace),
                     config_maps_in,
                 ),
                 move |c| canaries_tracking(&for_configs, "configmap", &c),
             )
             .watches_stream(
-                reflected(api::<PartialObjectMeta<Secret>>(client, namespace), secrets_in),
+                versioned(api::<PartialObjectMeta<Secret>>(client, namespace), secrets_in),
                 move |s| canaries_tracking(&for_secrets, "secret", &s),
             )
     };
@@ -253,13 +277,16 @@ pub async fn wire(
             ("DestinationRule", &mut destination_rules),
         ] {
             let ar = resource(kind);
-            let writer = reflector::store::Writer::new(ar.clone());
+            let writer = Writer::new(ar.clone());
             let store = writer.as_reader();
             let for_routing = canaries.clone();
             let stream = touched_once_stored(
                 watcher(dynamic_api(client, namespace, &ar), config())
                     .default_backoff()
-                    .modify(slim)
+                    .modify(|o| {
+                        slim(o);
+                        pack(o);
+                    })
                     .reflect(writer),
                 store.clone(),
                 ar.clone(),
