@@ -201,6 +201,8 @@ struct Report {
     gaps: Sample,
     /// New image → target scaled up, per canary.
     reaction: Sample,
+    /// The controller's own histograms over the rollouts.
+    timings: Timings,
     all_succeeded: Duration,
     not_succeeded: Vec<String>,
     reconcile_errors: u64,
@@ -269,7 +271,68 @@ impl Report {
                 *count as f64 / self.canary_intervals.max(1.0)
             );
         }
+        self.timings.print();
         println!("reconcile errors: {}", self.reconcile_errors);
+    }
+}
+
+/// Where the controller's time went, from its histograms: the API's answers by verb, whole reconciles, and
+/// how late paced ticks ran past their interval (the controller's queue and the API, not the canary).
+#[derive(Default)]
+struct Timings {
+    api: Vec<(String, Histogram)>,
+    reconcile: Histogram,
+    lateness: Histogram,
+}
+
+const VERBS: [&str; 5] = ["get", "list", "create", "patch", "delete"];
+
+impl Timings {
+    async fn scraped(url: &str) -> Self {
+        let text = support::fledge::scrape(url).await.unwrap_or_default();
+        Self {
+            api: VERBS
+                .iter()
+                .map(|verb| {
+                    let labels = format!("verb=\"{verb}\"");
+                    let h = Histogram::read(&text, "fledge_kube_request_duration_seconds", &labels);
+                    ((*verb).to_owned(), h)
+                })
+                .collect(),
+            reconcile: Histogram::read(&text, "fledge_reconcile_duration_seconds", ""),
+            lateness: Histogram::read(&text, "fledge_tick_lateness_seconds", ""),
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            api: self
+                .api
+                .iter()
+                .zip(&before.api)
+                .map(|((verb, now), (_, was))| (verb.clone(), now.since(was)))
+                .collect(),
+            reconcile: self.reconcile.since(&before.reconcile),
+            lateness: self.lateness.since(&before.lateness),
+        }
+    }
+
+    fn print(&self) {
+        let line = |what: &str, h: &Histogram| {
+            println!(
+                "  {what:<28} {:>7} observed, mean {:.3} s, p50 ≤ {} s, p99 ≤ {} s",
+                h.count,
+                h.mean(),
+                h.quantile(0.5),
+                h.quantile(0.99)
+            );
+        };
+        println!("controller timings over the rollouts (histogram bounds):");
+        for (verb, h) in self.api.iter().filter(|(_, h)| h.count > 0) {
+            line(&format!("API answer, {verb}"), h);
+        }
+        line("reconcile", &self.reconcile);
+        line("paced tick late by", &self.lateness);
     }
 }
 
@@ -365,6 +428,7 @@ async fn run(client: &Client, n: usize) -> Report {
     // Let both watches list before anything changes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let requests_before = api_requests(&controller.metrics_url).await.expect("scrape");
+    let timings_before = Timings::scraped(&controller.metrics_url).await;
     let cpu_before = support::cpu_seconds(controller.pid());
     let shipped_at = Arc::new(Mutex::new(HashMap::<Key, Instant>::new()));
     let first_shipped = Instant::now();
@@ -392,6 +456,9 @@ async fn run(client: &Client, n: usize) -> Report {
     let all_succeeded = first_shipped.elapsed();
     let cpu_rollout = support::cpu_seconds(controller.pid()) - cpu_before;
     let requests_after = api_requests(&controller.metrics_url).await.expect("scrape");
+    let timings = Timings::scraped(&controller.metrics_url)
+        .await
+        .since(&timings_before);
     let rss_peak_kib = support::rss_kib(controller.pid(), "VmHWM");
     let reconcile_errors = reconcile_errors(&controller.metrics_url).await - errors_before;
     for w in watching {
@@ -450,6 +517,7 @@ async fn run(client: &Client, n: usize) -> Report {
         requests: request_delta(&requests_before, &requests_after),
         gaps,
         reaction,
+        timings,
         all_succeeded,
         not_succeeded,
         reconcile_errors,

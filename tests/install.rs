@@ -308,6 +308,26 @@ async fn installed_with_kubectl_apply_k_fledge_runs_the_seed_story_on_its_servic
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     assert!(calls >= 4, "policy latency histogram: {calls} step calls\n{text}");
+    // Where the controller's time goes: the API's answers, whole reconciles, and how late paced ticks ran.
+    let count = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count(r#"fledge_kube_request_duration_seconds_count{verb="patch"}"#) >= 3,
+        "API latency histogram\n{text}"
+    );
+    assert!(
+        count("fledge_reconcile_duration_seconds_count") >= 4,
+        "reconcile histogram\n{text}"
+    );
+    // 20 → 40 → 60 → promotion: each a tick after an interval.
+    assert!(
+        count("fledge_tick_lateness_seconds_count") >= 3,
+        "tick lateness histogram\n{text}"
+    );
     // Every watch ran on the role's rights alone, all rollout long.
     let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
         .await

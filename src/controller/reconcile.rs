@@ -250,9 +250,11 @@ pub async fn bounded(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, 
     // Waiting for the caches' first list is not the reconcile's work: at startup in a big cluster it can
     // take longer than the deadline.
     ctx.index.ready().await;
+    let started = std::time::Instant::now();
     let outcome = tokio::time::timeout(deadline, reconcile(cached.clone(), ctx.clone()))
         .await
         .unwrap_or(Err(ReconcileError::Deadline(deadline)));
+    ctx.options.metrics.reconcile_took(started.elapsed());
     if outcome.is_ok() {
         ctx.failures.clear(&cached);
     }
@@ -402,6 +404,10 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             manual::remove(&ctx.client, &canary, raw).await?;
         }
         return Ok(Requeue::requeue(wait));
+    }
+    let last_tick = status.and_then(|s| s.last_tick_time.as_ref()).map(|t| t.0);
+    if let Some(late) = late(state.phase, spec.interval, last_tick, Timestamp::now()) {
+        ctx.options.metrics.tick_late(late);
     }
 
     let metrics = match ctx.providers.canary_provider(&spec) {
@@ -913,6 +919,21 @@ fn not_due(
         .filter(|left| *left > Duration::from_millis(50))
 }
 
+/// How long after its interval was up a paced tick runs (`None` when it is not paced, or early: a new
+/// revision or lost serving is acted on at once).
+fn late(
+    phase: Option<Phase>,
+    interval: Duration,
+    last: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Duration> {
+    if !paced(phase) {
+        return None;
+    }
+    let elapsed = Duration::try_from(now.duration_since(last?)).ok()?;
+    elapsed.checked_sub(interval)
+}
+
 fn owner_reference(canary: &Canary) -> OwnerReference {
     // A Canary read from the API always has a name and uid.
     canary.controller_owner_ref(&()).unwrap_or_default()
@@ -1013,7 +1034,7 @@ async fn publish(ctx: &Context, canary: &Canary, kind: EventKind, reason: &str, 
 
 #[cfg(test)]
 mod tests {
-    use super::{ReconcileError, backoff, jitter, merged_config, refused};
+    use super::{ReconcileError, backoff, jitter, late, merged_config, refused};
     use serde_json::json;
     use std::time::Duration;
 
@@ -1047,6 +1068,28 @@ mod tests {
         let draws: Vec<f64> = (0..64).map(|_| jitter()).collect();
         assert!(draws.iter().all(|j| (0.0..1.0).contains(j)));
         assert!(draws.windows(2).any(|w| w[0] != w[1]), "jitter varies: {draws:?}");
+    }
+
+    #[test]
+    fn a_paced_tick_is_late_by_the_time_past_its_interval_and_an_idle_canary_never_is() {
+        use crate::api::Phase;
+        let last: k8s_openapi::jiff::Timestamp = "2026-12-07T10:00:00Z".parse().expect("time");
+        let at = |secs: i64| last + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        let every = Duration::from_secs(10);
+        let progressing = Some(Phase::Progressing);
+        assert_eq!(
+            late(progressing, every, Some(last), at(13)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(late(progressing, every, Some(last), at(10)), Some(Duration::ZERO));
+        assert_eq!(
+            late(progressing, every, Some(last), at(4)),
+            None,
+            "early: a new revision"
+        );
+        assert_eq!(late(progressing, every, None, at(13)), None, "no tick yet");
+        assert_eq!(late(Some(Phase::Succeeded), every, Some(last), at(600)), None);
+        assert_eq!(late(None, every, Some(last), at(600)), None);
     }
 
     #[test]

@@ -167,9 +167,14 @@ where
         self.layer.metrics.api_request(verb, &resource);
         let watched = matches!(verb, "list" | "watch").then(|| format!("{verb} {resource}"));
         let answer = self.inner.call(identified(request));
-        let health = self.layer.health.clone();
+        let (health, metrics) = (self.layer.health.clone(), self.layer.metrics.clone());
+        let sent = std::time::Instant::now();
         Box::pin(async move {
             let answer = answer.await.map_err(Into::into);
+            // A watch's answer comes when its stream opens: its time says nothing of the API's load.
+            if verb != "watch" {
+                metrics.api_latency(verb, sent.elapsed());
+            }
             if let Some(name) = watched {
                 health.observe(&name, outcome(&answer));
             }

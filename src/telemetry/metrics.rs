@@ -24,6 +24,9 @@ pub struct Metrics {
     policy_errors: IntCounterVec,
     reconcile_errors: IntCounterVec,
     api_requests: IntCounterVec,
+    api_latency: HistogramVec,
+    reconcile_duration: HistogramVec,
+    tick_lateness: HistogramVec,
     policy_ready: IntGaugeVec,
 }
 
@@ -144,6 +147,25 @@ impl Metrics {
                 )
                 .expect("api requests"),
             ),
+            api_latency: seconds(
+                "fledge_kube_request_duration_seconds",
+                "Time the Kubernetes API took to answer one of fledge's requests (watches excluded), by verb",
+                prometheus::exponential_buckets(0.001, 2.0, 16).expect("buckets"),
+                &["verb"],
+            ),
+            reconcile_duration: seconds(
+                "fledge_reconcile_duration_seconds",
+                "Time one reconcile of a Canary took",
+                prometheus::exponential_buckets(0.0005, 2.0, 18).expect("buckets"),
+                &[],
+            ),
+            tick_lateness: seconds(
+                "fledge_tick_lateness_seconds",
+                "How long after its analysis interval was up a progressing canary's tick ran: time spent \
+                 waiting for the controller (its queue, the API), not for the canary",
+                prometheus::exponential_buckets(0.01, 2.0, 16).expect("buckets"),
+                &[],
+            ),
             policy_ready: registered(
                 &registry,
                 IntGaugeVec::new(
@@ -253,6 +275,26 @@ impl Metrics {
         self.api_requests.with_label_values(&[verb, resource]).inc();
     }
 
+    /// One answered request; `verb` as in [`Metrics::api_request`].
+    pub fn api_latency(&self, verb: &'static str, took: Duration) {
+        self.api_latency
+            .with_label_values(&[verb])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile_took(&self, took: Duration) {
+        self.reconcile_duration
+            .with_label_values(&[] as &[&str])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A paced tick ran `late` after its interval was up.
+    pub fn tick_late(&self, late: Duration) {
+        self.tick_lateness
+            .with_label_values(&[] as &[&str])
+            .observe(late.as_secs_f64());
+    }
+
     pub fn reconcile_error(&self, category: &'static str) {
         self.reconcile_errors.with_label_values(&[category]).inc();
     }
@@ -280,6 +322,24 @@ mod tests {
         assert!(m.render().contains(r#"name="judge",namespace="test"} 1"#));
         m.forget_policy("Policy", "test", "judge");
         assert!(!m.render().contains("fledge_policy_ready{"));
+    }
+
+    #[test]
+    fn api_latency_reconcile_time_and_tick_lateness_are_exported() {
+        let m = Metrics::new();
+        m.api_latency("patch", Duration::from_millis(3));
+        m.reconcile_took(Duration::from_millis(12));
+        m.tick_late(Duration::from_millis(150));
+        let text = m.render();
+        for series in [
+            r#"fledge_kube_request_duration_seconds_bucket{verb="patch",le="0.004"} 1"#,
+            r#"fledge_kube_request_duration_seconds_bucket{verb="patch",le="0.002"} 0"#,
+            "fledge_reconcile_duration_seconds_count 1",
+            r#"fledge_tick_lateness_seconds_bucket{le="0.16"} 1"#,
+            r#"fledge_tick_lateness_seconds_bucket{le="0.08"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series}\n{text}");
+        }
     }
 
     #[test]

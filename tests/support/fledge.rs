@@ -234,6 +234,113 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// A controller's `/metrics` text now.
+pub async fn scrape(metrics_url: &str) -> Result<String, String> {
+    reqwest::get(metrics_url)
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One Prometheus histogram read from an exposition text: cumulative counts per upper bound (`+Inf` last).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    /// The series `name` whose labels (besides `le`) are exactly `labels` (e.g. `verb="patch"`, or "").
+    pub fn read(text: &str, name: &str, labels: &str) -> Self {
+        // `name_suffix{labels} value`, the labels split off as text (fledge's label values hold no commas).
+        let parse = |line: &str| -> Option<(String, Vec<String>, String)> {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let set = rest.strip_suffix('}')?;
+            let set = set
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Some((metric.to_owned(), set, value.to_owned()))
+        };
+        let mut h = Self::default();
+        for (metric, mut set, value) in text.lines().filter_map(parse) {
+            let le = set
+                .iter()
+                .position(|l| l.starts_with("le="))
+                .map(|i| set.remove(i));
+            if set.join(",") != labels {
+                continue;
+            }
+            match (metric.strip_prefix(name), le) {
+                (Some("_sum"), None) => h.sum = value.parse().unwrap_or(0.0),
+                (Some("_count"), None) => h.count = value.parse().unwrap_or(0),
+                (Some("_bucket"), Some(le)) => {
+                    let le = le.trim_start_matches("le=").trim_matches('"');
+                    let bound = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(f64::NAN)
+                    };
+                    h.buckets.push((bound, value.parse().unwrap_or(0)));
+                }
+                _ => {}
+            }
+        }
+        h
+    }
+
+    /// What was observed since `before` (the same series, scraped earlier).
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|&(le, n)| {
+                    let was = before
+                        .buckets
+                        .iter()
+                        .find(|(b, _)| *b == le)
+                        .map_or(0, |(_, n)| *n);
+                    (le, n.saturating_sub(was))
+                })
+                .collect(),
+            sum: self.sum - before.sum,
+            count: self.count.saturating_sub(before.count),
+        }
+    }
+
+    /// The upper bound of the bucket holding the `q` quantile (the largest finite bound when it is past
+    /// them all); 0 when nothing was observed.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let rank = (q * self.count as f64).ceil() as u64;
+        let finite = self
+            .buckets
+            .iter()
+            .filter(|(le, _)| le.is_finite())
+            .map(|(le, _)| *le);
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= rank.max(1))
+            .map(|(le, _)| *le)
+            .filter(|le| le.is_finite())
+            .or_else(|| (self.count > 0).then(|| finite.fold(0.0, f64::max)))
+            .unwrap_or(0.0)
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
 /// `fledge_kube_requests_total` as a controller's `/metrics` shows it now: (verb, resource, count).
 pub async fn api_requests(metrics_url: &str) -> Result<Vec<(String, String, u64)>, String> {
     let text = reqwest::get(metrics_url)
