@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 use crate::api::Canary;
 use crate::lifecycle::EventKind;
@@ -52,7 +52,9 @@ impl EventRecorder {
         }
     }
 
-    /// Records `note` on `canary`.
+    /// Records `note` on `canary`. The memory of past messages is locked only to read and update it, never
+    /// across a request: held over each write, it let one event be written at a time for all canaries, and
+    /// at 1,000 canaries every reconcile queued behind it (`make scale`).
     pub async fn publish(
         &self,
         canary: &Canary,
@@ -65,18 +67,21 @@ impl EventRecorder {
         let note = crate::text::clip(note, MAX_NOTE_BYTES);
         let key = (canary.uid().unwrap_or_default(), note.clone());
         let now = MicroTime(Timestamp::now());
-        let mut seen = self.seen.lock().await;
-        if let Some(s) = seen.get_mut(&key).filter(|s| s.at.elapsed() < SERIES_WINDOW) {
-            s.count += 1;
-            s.at = Instant::now();
+        if let Some((name, count)) = self.repeated(&key) {
             let series = EventSeries {
-                count: s.count,
-                last_observed_time: now,
+                count,
+                last_observed_time: now.clone(),
             };
             let patch = serde_json::json!({"series": series});
-            api.patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            return Ok(());
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Expired (or deleted) meanwhile: the message starts a new event.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
         }
         let event = Event {
             metadata: ObjectMeta {
@@ -103,17 +108,37 @@ impl EventRecorder {
             ..Default::default()
         };
         let created = api.create(&PostParams::default(), &event).await?;
+        self.remember(key, created.name_any());
+        Ok(())
+    }
+
+    /// The event `key` was last published as and its next series count, when that was within the window.
+    fn repeated(&self, key: &(String, String)) -> Option<(String, i32)> {
+        let mut seen = self.seen();
+        let s = seen.get_mut(key).filter(|s| s.at.elapsed() < SERIES_WINDOW)?;
+        s.count += 1;
+        s.at = Instant::now();
+        Some((s.name.clone(), s.count))
+    }
+
+    fn remember(&self, key: (String, String), name: String) {
+        let mut seen = self.seen();
         if seen.len() >= MAX_REMEMBERED {
             seen.retain(|_, s| s.at.elapsed() < SERIES_WINDOW);
         }
         seen.insert(
             key,
             Seen {
-                name: created.name_any(),
+                name,
                 count: 1,
                 at: Instant::now(),
             },
         );
-        Ok(())
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Seen>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
