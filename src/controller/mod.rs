@@ -9,6 +9,7 @@ mod manual;
 mod ownership;
 pub mod policies;
 mod reconcile;
+mod slots;
 mod status;
 mod templates;
 mod watches;
@@ -264,7 +265,8 @@ pub async fn run(client: Client, engine: PolicyEngine, options: Options) -> Ende
     ];
     controller
         .reconcile_on(woken)
-        .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
+        // kube starts every due reconcile; `--concurrency` is enforced fairly by the reconciles' own slots.
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .graceful_shutdown_on(stop)
         .run(reconcile::bounded, reconcile::error_policy, ctx)
         .for_each(|result| async move {

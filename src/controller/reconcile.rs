@@ -1,5 +1,6 @@
 //! One reconcile of one Canary: observe → decide → act → record.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +17,11 @@ use super::judge::{JudgeIo, PolicyJudge};
 use super::manual;
 use super::ownership::{self, Conflict};
 use super::policies::{Loaded, NotReady, PolicyStore};
+use super::slots::Slots;
 use super::status::{condition, cookies_of, set_condition, set_cookies, state_of, with_state};
 use super::written::Written;
 use crate::analysis::{PolicyMetrics, Providers};
+use crate::api::ManualRequest;
 use crate::api::{
     Canary, CanaryStatus, Phase, PolicyStatus, SessionAffinity, ValidSpec, WebhookType, validate_with,
 };
@@ -28,7 +31,7 @@ use crate::cluster::observe::{Snapshot, observe};
 use crate::cluster::teardown::{Teardown, abandon, teardown};
 use crate::cluster::{ClusterError, FIELD_MANAGER, primary_name};
 use crate::lifecycle::{Action, CanaryId, EventKind, PolicyBlocked, State, Tick, rollout_of, tick};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{Policy, PolicyComponent, PolicyError};
 use crate::router::affinity::{Cookies, Sticky, next_cookies};
 use crate::webhooks::{Payload, Webhooks};
 
@@ -49,6 +52,8 @@ pub struct Context {
     /// Canary writes the cache may not show yet.
     written: Written,
     resyncs: Resyncs,
+    /// `--concurrency`, first due first served.
+    slots: Slots,
 }
 
 /// Why the controller could not start.
@@ -78,6 +83,7 @@ impl Context {
         index: Index,
     ) -> Result<Self, SetupError> {
         Ok(Self {
+            slots: Slots::new(options.concurrency),
             recorder: EventRecorder::new(client.clone(), instance),
             providers: Arc::new(Providers::new(
                 client.clone(),
@@ -250,6 +256,8 @@ pub async fn bounded(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, 
     // Waiting for the caches' first list is not the reconcile's work: at startup in a big cluster it can
     // take longer than the deadline.
     ctx.index.ready().await;
+    // The deadline and the time measured start once a slot is ours.
+    let _slot = ctx.slots.take().await;
     let started = std::time::Instant::now();
     let outcome = tokio::time::timeout(deadline, reconcile(cached.clone(), ctx.clone()))
         .await
@@ -261,6 +269,18 @@ pub async fn bounded(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, 
     outcome
 }
 
+/// Go on with a phase's value, or return the requeue it stopped with.
+macro_rules! go_on {
+    ($phase:expr) => {
+        match $phase {
+            ControlFlow::Continue(value) => value,
+            ControlFlow::Break(requeue) => return Ok(requeue),
+        }
+    };
+}
+
+/// One reconcile: admit the spec, choose the judge, look at the cluster, decide (the pure tick), act, record.
+/// Each phase may stop the reconcile with a requeue (a refused spec, a conflict, an interval not yet up).
 #[tracing::instrument(skip_all, fields(canary = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
 pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
     let namespace = cached.namespace().ok_or(ReconcileError::NoNamespace)?;
@@ -280,26 +300,75 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         finalizers.push(FINALIZER.to_owned());
         canary = set_finalizers(&ctx, &api, &canary, finalizers).await?;
     }
-    let status = canary.status.as_ref();
-    let generation = canary.meta().generation;
+    let admitted = go_on!(admit(&ctx, &canary).await?);
+    let chosen = go_on!(choose_judge(&ctx, &canary, &id, admitted).await?);
+    let looked = go_on!(look(&ctx, &canary, &chosen).await?);
+    let mut decided = decide(&ctx, &canary, &id, &chosen, &looked).await?;
+    let (cookies, resynced) = act(&ctx, &canary, &chosen.spec, &looked.snapshot, &decided.tick).await?;
+    record(&ctx, &canary, &id, &chosen, &looked, &mut decided, &cookies).await?;
+    if resynced {
+        ctx.resyncs.done(&canary);
+    }
+    // An idle canary is still looked at once per resync.
+    Ok(Requeue::requeue(decided.tick.requeue.unwrap_or_else(|| {
+        ctx.options.resync.mul_f64(0.8 + 0.4 * jitter())
+    })))
+}
 
+/// A spec fledge can act on, and the fields of it fledge ignores (told on the Ready condition).
+struct Admitted {
+    spec: ValidSpec,
+    ignored: Option<String>,
+}
+
+/// Validates the spec and that the cluster serves what it needs; a refusal is recorded on the Canary.
+async fn admit(ctx: &Context, canary: &Canary) -> Result<ControlFlow<Requeue, Admitted>, ReconcileError> {
     let spec = match validate_with(&canary.spec, ctx.options.min_interval) {
         Ok(spec) => spec,
-        Err(e) => return refuse(&ctx, &canary, "InvalidSpec", e.to_string()).await,
+        Err(e) => {
+            return refuse(ctx, canary, "InvalidSpec", e.to_string())
+                .await
+                .map(ControlFlow::Break);
+        }
     };
     if !ctx.index.istio_served() {
-        return refuse(&ctx, &canary, "RouterNotInstalled", NO_ISTIO.to_owned()).await;
+        return refuse(ctx, canary, "RouterNotInstalled", NO_ISTIO.to_owned())
+            .await
+            .map(ControlFlow::Break);
     }
     let ignored = crate::api::ignored_message(&spec.ignored);
     if let Some(why) = &ignored
-        && status.and_then(|s| s.observed_generation) != generation
+        && canary.status.as_ref().and_then(|s| s.observed_generation) != canary.meta().generation
     {
         // Once per spec change, so the event does not grow with every tick.
-        publish(&ctx, &canary, EventKind::Warning, "IgnoredFields", why.clone()).await;
+        publish(ctx, canary, EventKind::Warning, "IgnoredFields", why.clone()).await;
     }
+    Ok(ControlFlow::Continue(Admitted { spec, ignored }))
+}
+
+/// What judges the canary: its policy with the Policy's config beneath the Canary's own, or — when that
+/// policy cannot judge (`blocked`) — the default standing in as the judge's type while the canary is held.
+struct Chosen {
+    spec: ValidSpec,
+    ignored: Option<String>,
+    loaded: Loaded,
+    blocked: Option<NotReady>,
+    policy_ready: Condition,
+    policy: (Arc<PolicyComponent>, Arc<PolicyComponent>),
+}
+
+/// Resolves the canary's policy and checks its config once per change of spec or policy.
+async fn choose_judge(
+    ctx: &Context,
+    canary: &Canary,
+    id: &CanaryId,
+    Admitted { spec, ignored }: Admitted,
+) -> Result<ControlFlow<Requeue, Chosen>, ReconcileError> {
+    let status = canary.status.as_ref();
+    let generation = canary.meta().generation;
     // A policy that cannot judge holds the canary (the tick asks it nothing); the default stands in only
     // as the judge's type, and its webhooks still run on a rollback.
-    let (loaded, blocked) = match ctx.resolve_policy(&spec, &namespace, status).await {
+    let (loaded, blocked) = match ctx.resolve_policy(&spec, &id.namespace, status).await {
         Ok(loaded) => (loaded, None),
         Err(why) => {
             let default = ctx.policies.default_policy();
@@ -332,8 +401,8 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             != Some((&policy_ready.status, &policy_ready.message))
     {
         publish(
-            &ctx,
-            &canary,
+            ctx,
+            canary,
             EventKind::Warning,
             "PolicyNotReady",
             policy_ready.message.clone(),
@@ -351,7 +420,7 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let changed = status.and_then(|s| s.observed_generation) != generation
         || status.and_then(|s| s.policy.as_ref()).map(|p| &p.digest) != Some(&loaded.digest);
     if blocked.is_none() && changed {
-        let (component, rollout) = (policy.0.clone(), rollout_of(&id, &spec, &state_of(status), 0));
+        let (component, rollout) = (policy.0.clone(), rollout_of(id, &spec, &state_of(status), 0));
         let answer = tokio::task::spawn_blocking(move || component.step(&rollout)).await?;
         if let Err(PolicyError::Refused {
             kind: "invalid-config",
@@ -359,27 +428,53 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         }) = answer
         {
             return refuse(
-                &ctx,
-                &canary,
+                ctx,
+                canary,
                 "InvalidSpec",
                 format!("analysis.policy.config: {message}"),
             )
-            .await;
+            .await
+            .map(ControlFlow::Break);
         }
     }
+    Ok(ControlFlow::Continue(Chosen {
+        spec,
+        ignored,
+        loaded,
+        blocked,
+        policy_ready,
+        policy,
+    }))
+}
 
+/// The cluster as this tick sees it, the canary's state, and an operator's request on it, if any.
+struct Looked {
+    snapshot: Snapshot,
+    state: State,
+    request: Option<(String, Result<ManualRequest, String>)>,
+}
+
+/// Observes the cluster from the caches. Stops when another Canary owns what this one would take, or when a
+/// paced canary's interval is not up yet (an operator's request is taken at once).
+async fn look(
+    ctx: &Context,
+    canary: &Canary,
+    chosen: &Chosen,
+) -> Result<ControlFlow<Requeue, Looked>, ReconcileError> {
+    let (spec, status) = (&chosen.spec, canary.status.as_ref());
+    let namespace = canary.namespace().unwrap_or_default();
     let mut snapshot = observe(
         &ctx.client,
         &ctx.index,
         &namespace,
-        &spec,
+        spec,
         &ctx.options.selector_labels,
     )
     .await?;
-    if let Some(conflict) = ownership::conflict(&canary, &snapshot.claims, &ctx.canaries.state()) {
-        return stand_back(&ctx, &canary, &conflict).await;
+    if let Some(conflict) = ownership::conflict(canary, &snapshot.claims, &ctx.canaries.state()) {
+        return stand_back(ctx, canary, &conflict).await.map(ControlFlow::Break);
     }
-    snapshot.observed.policy_blocked = blocked.as_ref().map(|why| PolicyBlocked {
+    snapshot.observed.policy_blocked = chosen.blocked.as_ref().map(|why| PolicyBlocked {
         why: format!("{}: {}: {}", spec.policy, why.reason, why.message),
         for_secs: false_for_secs(status, "PolicyReady", None),
     });
@@ -387,9 +482,9 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         snapshot.observed.target_missing_secs = false_for_secs(status, "Ready", Some("TargetNotFound"));
     }
     // An operator's request is taken at once, not at the next interval.
-    let request = manual::request_of(&canary);
+    let request = manual::request_of(canary);
     if let Some((_, Err(why))) = &request {
-        publish(&ctx, &canary, EventKind::Warning, "Manual", why.clone()).await;
+        publish(ctx, canary, EventKind::Warning, "Manual", why.clone()).await;
     }
     snapshot.observed.manual = request
         .as_ref()
@@ -397,20 +492,41 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         .and_then(|r| manual::untaken(r, status.and_then(|s| s.last_manual.as_deref())));
     let state = state_of(status);
     if snapshot.observed.manual.is_none()
-        && let Some(wait) = not_due(&spec, &state, status, &snapshot)
+        && let Some(wait) = not_due(spec, &state, status, &snapshot)
     {
         if let Some((raw, _)) = &request {
             // Taken before (its removal failed), or not a request: it goes.
-            manual::remove(&ctx.client, &canary, raw).await?;
+            manual::remove(&ctx.client, canary, raw).await?;
         }
-        return Ok(Requeue::requeue(wait));
+        return Ok(ControlFlow::Break(Requeue::requeue(wait)));
     }
     let last_tick = status.and_then(|s| s.last_tick_time.as_ref()).map(|t| t.0);
     if let Some(late) = late(state.phase, spec.interval, last_tick, Timestamp::now()) {
         ctx.options.metrics.tick_late(late);
     }
+    Ok(ControlFlow::Continue(Looked {
+        snapshot,
+        state,
+        request,
+    }))
+}
 
-    let metrics = match ctx.providers.canary_provider(&spec) {
+/// The tick's decision and the judge that made it (what it called is recorded in the status).
+struct Decided {
+    tick: Tick,
+    judge: PolicyJudge,
+}
+
+/// Runs the pure tick with the policy as judge. Policy calls, webhooks and queries block the thread, each
+/// bounded by its timeout: the tick runs off the async workers.
+async fn decide(
+    ctx: &Context,
+    canary: &Canary,
+    id: &CanaryId,
+    chosen: &Chosen,
+    looked: &Looked,
+) -> Result<Decided, ReconcileError> {
+    let metrics = match ctx.providers.canary_provider(&chosen.spec) {
         Ok(p) => p.map(|p| {
             Arc::new(PolicyMetrics::new(
                 p,
@@ -419,99 +535,129 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             ))
         }),
         Err(e) => {
-            publish(&ctx, &canary, EventKind::Warning, "MetricsProvider", e).await;
+            publish(ctx, canary, EventKind::Warning, "MetricsProvider", e).await;
             None
         }
     };
-    let (decided, mut judge) = {
-        let (id, spec, state, observed) =
-            (id.clone(), spec.clone(), state.clone(), snapshot.observed.clone());
-        let io = JudgeIo {
-            handle: tokio::runtime::Handle::current(),
-            providers: ctx.providers.clone(),
-            webhooks: ctx.webhooks.clone(),
-            telemetry: ctx.options.metrics.clone(),
-        };
-        let mut judge = PolicyJudge::new(
-            policy.clone(),
-            spec.clone(),
-            io,
-            metrics,
-            state.last_applied.clone().unwrap_or_default(),
-        );
-        // Policy calls, webhooks and queries block this thread, each bounded by its timeout: keep them off
-        // the async workers.
-        tokio::task::spawn_blocking(move || {
-            let decided = tick(&id, &spec, &state, &observed, &mut judge);
-            (decided, judge)
-        })
-        .await?
+    let (id, spec, state, observed) = (
+        id.clone(),
+        chosen.spec.clone(),
+        looked.state.clone(),
+        looked.snapshot.observed.clone(),
+    );
+    let io = JudgeIo {
+        handle: tokio::runtime::Handle::current(),
+        providers: ctx.providers.clone(),
+        webhooks: ctx.webhooks.clone(),
+        telemetry: ctx.options.metrics.clone(),
     };
+    let mut judge = PolicyJudge::new(
+        chosen.policy.clone(),
+        spec.clone(),
+        io,
+        metrics,
+        state.last_applied.clone().unwrap_or_default(),
+    );
+    let (tick, judge) = tokio::task::spawn_blocking(move || {
+        let decided = tick(&id, &spec, &state, &observed, &mut judge);
+        (decided, judge)
+    })
+    .await?;
+    Ok(Decided { tick, judge })
+}
 
+/// Applies the tick's actions in order, events as they come. Returns the session-affinity cookies routed
+/// with, and whether this was a full re-apply that did not trust the cache (`--resync`).
+async fn act(
+    ctx: &Context,
+    canary: &Canary,
+    spec: &ValidSpec,
+    snapshot: &Snapshot,
+    decided: &Tick,
+) -> Result<(Cookies, bool), ReconcileError> {
+    let namespace = canary.namespace().unwrap_or_default();
     let affinity = canary
         .spec
         .analysis
         .as_ref()
         .and_then(|a| a.session_affinity.as_ref())
         .filter(|_| spec.sticky);
-    let cookies = cookies_after(&canary, affinity, &decided);
-    let actor = Actor {
-        client: &ctx.client,
-        namespace: &namespace,
-        spec: &spec,
-        service: &canary.spec.service,
-        snapshot: &snapshot,
-        index: &ctx.index,
-        force: ctx.resyncs.due(&canary, ctx.options.resync),
-        owner: owner_reference(&canary),
-        autoscaler: canary.spec.autoscaler_ref.as_ref().map(|a| a.name.as_str()),
-        analysis_match: canary.spec.analysis.as_ref().and_then(|a| a.match_.as_ref()),
-        sticky: affinity.map(|settings| Sticky {
-            settings,
-            cookies: &cookies,
-            interval_secs: spec.interval.as_secs(),
-        }),
-    };
-    for action in &decided.actions {
-        match action {
-            Action::Event {
-                kind,
-                reason,
-                message,
-            } => {
-                publish(&ctx, &canary, *kind, reason, message.clone()).await;
-                forward_event(&ctx, &spec, &canary, *kind, message);
+    let cookies = cookies_after(canary, affinity, decided);
+    let resynced = {
+        let actor = Actor {
+            client: &ctx.client,
+            namespace: &namespace,
+            spec,
+            service: &canary.spec.service,
+            snapshot,
+            index: &ctx.index,
+            force: ctx.resyncs.due(canary, ctx.options.resync),
+            owner: owner_reference(canary),
+            autoscaler: canary.spec.autoscaler_ref.as_ref().map(|a| a.name.as_str()),
+            analysis_match: canary.spec.analysis.as_ref().and_then(|a| a.match_.as_ref()),
+            sticky: affinity.map(|settings| Sticky {
+                settings,
+                cookies: &cookies,
+                interval_secs: spec.interval.as_secs(),
+            }),
+        };
+        for action in &decided.actions {
+            match action {
+                Action::Event {
+                    kind,
+                    reason,
+                    message,
+                } => {
+                    publish(ctx, canary, *kind, reason, message.clone()).await;
+                    forward_event(ctx, spec, canary, *kind, message);
+                }
+                other => actor.apply(other).await?,
             }
-            other => actor.apply(other).await?,
         }
-    }
+        actor.force
+    };
+    Ok((cookies, resynced))
+}
 
-    let mut next = with_state(status, &decided.state, generation);
-    set_cookies(&mut next, &cookies);
+/// Writes what the tick decided into the status (only if it changed), then lets a taken operator's request
+/// go from the Canary.
+async fn record(
+    ctx: &Context,
+    canary: &Canary,
+    id: &CanaryId,
+    chosen: &Chosen,
+    looked: &Looked,
+    decided: &mut Decided,
+    cookies: &Cookies,
+) -> Result<(), ReconcileError> {
+    let (status, generation) = (canary.status.as_ref(), canary.meta().generation);
+    let (spec, tick) = (&chosen.spec, &decided.tick);
+    let mut next = with_state(status, &tick.state, generation);
+    set_cookies(&mut next, cookies);
     // The tick time paces analysis in flight; an idle canary keeps its own, so a Deployment event that
     // changes nothing writes nothing.
     next.last_tick_time = match status.and_then(|s| s.last_tick_time.clone()) {
-        Some(last) if !paced(decided.state.phase) => Some(last),
+        Some(last) if !paced(tick.state.phase) => Some(last),
         _ => Some(Time(Timestamp::now())),
     };
     // A blocked policy leaves the record of what judged the rollout so far (and its pin) alone.
-    let digest = match (&blocked, status.and_then(|s| s.policy.as_ref())) {
+    let digest = match (&chosen.blocked, status.and_then(|s| s.policy.as_ref())) {
         (Some(_), Some(old)) => old.digest.clone(),
-        _ => loaded.digest.clone(),
+        _ => chosen.loaded.digest.clone(),
     };
     next.policy = Some(PolicyStatus {
         source: spec.policy.to_string(),
         digest,
-        last_decision: decided.decision.clone().or_else(|| {
+        last_decision: tick.decision.clone().or_else(|| {
             status
                 .and_then(|s| s.policy.clone())
                 .and_then(|p| p.last_decision)
         }),
-        state: decided.state.policy_state.clone(),
-        history: decided.state.history.clone(),
+        state: tick.state.policy_state.clone(),
+        history: tick.state.history.clone(),
     });
-    let called = judge.take_webhook_calls();
-    match judge.record.take() {
+    let called = decided.judge.take_webhook_calls();
+    match decided.judge.record.take() {
         Some(mut record) => {
             record.webhooks = called;
             next.analysis = Some(record);
@@ -523,12 +669,12 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         }
         None => {}
     }
-    let ready = if snapshot.target.is_some() {
+    let ready = if looked.snapshot.target.is_some() {
         condition(
             "Ready",
             "True",
             "Reconciled",
-            ignored.as_deref().unwrap_or_default(),
+            chosen.ignored.as_deref().unwrap_or_default(),
             generation,
         )
     } else {
@@ -541,29 +687,23 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         )
     };
     set_condition(&mut next, ready);
-    set_condition(&mut next, policy_ready);
+    set_condition(&mut next, chosen.policy_ready.clone());
     if previous_condition(status, "Conflict").is_some() {
         set_condition(
             &mut next,
             condition("Conflict", "False", "Resolved", "", generation),
         );
     }
-    record_metrics(&ctx, &id, &spec, status, &mut next);
-    if let Some((_, Ok(taken))) = &request {
+    record_metrics(ctx, id, spec, status, &mut next);
+    if let Some((_, Ok(taken))) = &looked.request {
         next.last_manual = Some(taken.id.clone());
     }
-    write_status(&ctx, &canary, status, next).await?;
-    if let Some((raw, _)) = &request {
+    write_status(ctx, canary, status, next).await?;
+    if let Some((raw, _)) = &looked.request {
         // Recorded as taken in the status just written: the request goes.
-        manual::remove(&ctx.client, &canary, raw).await?;
+        manual::remove(&ctx.client, canary, raw).await?;
     }
-    if actor.force {
-        ctx.resyncs.done(&canary);
-    }
-    // An idle canary is still looked at once per resync.
-    Ok(Requeue::requeue(decided.requeue.unwrap_or_else(|| {
-        ctx.options.resync.mul_f64(0.8 + 0.4 * jitter())
-    })))
+    Ok(())
 }
 
 /// The session-affinity cookies after this tick: they follow the weight it routes (unchanged when it routes
