@@ -44,6 +44,10 @@ impl Written {
         let (Some(uid), Some(version)) = (before.uid(), before.resource_version()) else {
             return;
         };
+        // Kept like the cache keeps a Canary: a write's answer carries managedFields, a few KB per Canary
+        // that nothing reads (one record per Canary lives until its next reconcile).
+        let mut after = after;
+        super::watches::slim(&mut after);
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let (after, now) = (Arc::new(after), Instant::now());
         map.retain(|_, (_, _, at)| now.duration_since(*at) < KEEP);
@@ -97,6 +101,17 @@ mod tests {
         assert_eq!(version(&written.freshest(Arc::new(at("5", "Failed")))), "5");
         // Dropped: an old version seen later (a relist) is taken as it is.
         assert_eq!(version(&written.freshest(Arc::new(at("1", "Initialized")))), "1");
+    }
+
+    #[test]
+    fn a_recorded_write_keeps_no_managed_fields() {
+        let written = Written::default();
+        let mut answer = at("2", "Progressing");
+        answer.metadata.managed_fields = Some(vec![Default::default()]);
+        written.record(&at("1", "Initialized"), answer);
+        let fresh = written.freshest(Arc::new(at("1", "Initialized")));
+        assert_eq!(version(&fresh), "2");
+        assert!(fresh.managed_fields().is_empty());
     }
 
     #[test]
