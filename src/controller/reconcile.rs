@@ -307,9 +307,14 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let chosen = go_on!(choose_judge(&ctx, &canary, &id, admitted).await?);
     let looked = go_on!(look(&ctx, &canary, &chosen).await?);
     let mut decided = decide(&ctx, &canary, &id, &chosen, &looked).await?;
-    let (cookies, resynced) = act(&ctx, &canary, &chosen.spec, &looked.snapshot, &decided.tick).await?;
-    record(&ctx, &canary, &id, &chosen, &looked, &mut decided, &cookies).await?;
-    if resynced {
+    let acted = act(&ctx, &canary, &chosen.spec, &looked.snapshot, &decided.tick).await?;
+    // The tick's events go out beside its status write, not before it: one round trip less per tick.
+    let (recorded, ()) = futures::join!(
+        record(&ctx, &canary, &id, &chosen, &looked, &mut decided, &acted.cookies),
+        announce(&ctx, &canary, &chosen.spec, &acted.events),
+    );
+    recorded?;
+    if acted.resynced {
         ctx.resyncs.done(&canary);
     }
     // An idle canary is still looked at once per resync.
@@ -569,15 +574,24 @@ async fn decide(
     Ok(Decided { tick, judge })
 }
 
-/// Applies the tick's actions in order, events as they come. Returns the session-affinity cookies routed
-/// with, and whether this was a full re-apply that did not trust the cache (`--resync`).
+/// What applying a tick's actions left to record and announce.
+struct Acted {
+    /// The session-affinity cookies routed with.
+    cookies: Cookies,
+    /// Whether this was a full re-apply that did not trust the cache (`--resync`).
+    resynced: bool,
+    /// The tick's events, in order, for [`announce`].
+    events: Vec<(EventKind, String, String)>,
+}
+
+/// Applies the tick's cluster actions in order; its events are kept for [`announce`].
 async fn act(
     ctx: &Context,
     canary: &Canary,
     spec: &ValidSpec,
     snapshot: &Snapshot,
     decided: &Tick,
-) -> Result<(Cookies, bool), ReconcileError> {
+) -> Result<Acted, ReconcileError> {
     let namespace = canary.namespace().unwrap_or_default();
     let affinity = canary
         .spec
@@ -605,21 +619,37 @@ async fn act(
             }),
         };
         for action in &decided.actions {
-            match action {
-                Action::Event {
-                    kind,
-                    reason,
-                    message,
-                } => {
-                    publish(ctx, canary, *kind, reason, message.clone()).await;
-                    forward_event(ctx, spec, canary, *kind, message);
-                }
-                other => actor.apply(other).await?,
+            if !matches!(action, Action::Event { .. }) {
+                actor.apply(action).await?;
             }
         }
         actor.force
     };
-    Ok((cookies, resynced))
+    let events = decided
+        .actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Event {
+                kind,
+                reason,
+                message,
+            } => Some((*kind, reason.to_string(), message.clone())),
+            _ => None,
+        })
+        .collect();
+    Ok(Acted {
+        cookies,
+        resynced,
+        events,
+    })
+}
+
+/// Publishes a tick's events in order (and forwards them to the Canary's event webhooks).
+async fn announce(ctx: &Context, canary: &Canary, spec: &ValidSpec, events: &[(EventKind, String, String)]) {
+    for (kind, reason, message) in events {
+        publish(ctx, canary, *kind, reason, message.clone()).await;
+        forward_event(ctx, spec, canary, *kind, message);
+    }
 }
 
 /// Writes what the tick decided into the status (only if it changed), then lets a taken operator's request
