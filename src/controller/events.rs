@@ -1,7 +1,8 @@
 //! Kubernetes events on Canaries, one per distinct message, like Flagger's: "Advance podinfo.test canary
 //! weight 20" and "... weight 40" are two events (kube's Recorder would fold them into one series because
 //! it keys on reason and action, not on the note). A repeated identical message bumps its series count, which
-//! is written at most once per [`SERIES_REFRESH`].
+//! is written at most once per [`SERIES_REFRESH`] (and, for a message that stopped repeating, within
+//! [`SERIES_FLUSH`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ const SERIES_WINDOW: Duration = Duration::from_secs(600);
 /// 6 minutes; rollouts last minutes, so sooner here). A halted canary repeats "waiting for rollout to
 /// finish" every interval: at 1,000 canaries, writing each repeat was 0.4 requests per canary per interval.
 const SERIES_REFRESH: Duration = Duration::from_secs(60);
+/// How often the refresh task writes the counts no later repeat wrote (client-go's period too): a quiet message's last count is not urgent, and these writes should
+/// not crowd the ones of live rollouts.
+const SERIES_FLUSH: Duration = Duration::from_secs(360);
 /// The API's limit on an event's note.
 const MAX_NOTE_BYTES: usize = 1024;
 /// Remembered messages; older ones are forgotten first.
@@ -206,10 +210,10 @@ fn lock(memory: &Memory) -> std::sync::MutexGuard<'_, HashMap<(String, String), 
     memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Once per refresh, writes the series of messages repeated since their last write and not since.
+/// Every [`SERIES_FLUSH`], writes the series of messages repeated since their last write and not since.
 async fn flush_series(client: Client, memory: std::sync::Weak<Memory>) {
     loop {
-        tokio::time::sleep(SERIES_REFRESH).await;
+        tokio::time::sleep(SERIES_FLUSH).await;
         let Some(memory) = memory.upgrade() else {
             return;
         };
