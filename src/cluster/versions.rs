@@ -106,11 +106,7 @@ impl VersionsWriter {
                 let listed = self.listing.take().unwrap_or_default();
                 let released: Vec<(Box<str>, Box<str>)> =
                     listed.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                *self
-                    .versions
-                    .map
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = listed;
+                *self.write() = listed;
                 self.versions.listed.send_replace(true);
                 Box::new(released.into_iter().map(|(key, version)| {
                     let (namespace, name) = key.split_once('/').unwrap_or(("", &key));

@@ -24,8 +24,8 @@ const SERIES_WINDOW: Duration = Duration::from_secs(600);
 /// 6 minutes; rollouts last minutes, so sooner here). A halted canary repeats "waiting for rollout to
 /// finish" every interval: at 1,000 canaries, writing each repeat was 0.4 requests per canary per interval.
 const SERIES_REFRESH: Duration = Duration::from_secs(60);
-/// How often the refresh task writes the counts no later repeat wrote (client-go's period too): a quiet message's last count is not urgent, and these writes should
-/// not crowd the ones of live rollouts.
+/// How often the refresh task writes the counts no later repeat wrote (client-go's period too): a quiet
+/// message's last count is not urgent, and these writes should not crowd the ones of live rollouts.
 const SERIES_FLUSH: Duration = Duration::from_secs(360);
 /// The API's limit on an event's note.
 const MAX_NOTE_BYTES: usize = 1024;
@@ -149,15 +149,7 @@ impl EventRecorder {
             return Ok(());
         }
         if let Occurrence::Series { name, count } = occurrence {
-            let series = EventSeries {
-                count,
-                last_observed_time: now.clone(),
-            };
-            let patch = serde_json::json!({"series": series});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            match write_series(&api, &name, count, now.0).await {
                 Ok(_) => return Ok(()),
                 // Expired (or deleted) meanwhile: the message starts a new event.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -210,6 +202,22 @@ fn lock(memory: &Memory) -> std::sync::MutexGuard<'_, HashMap<(String, String), 
     memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Writes an event's series: `count` occurrences, the last at `observed`.
+async fn write_series(
+    api: &Api<Event>,
+    name: &str,
+    count: i32,
+    observed: Timestamp,
+) -> Result<Event, kube::Error> {
+    let series = EventSeries {
+        count,
+        last_observed_time: MicroTime(observed),
+    };
+    let patch = serde_json::json!({"series": series});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+}
+
 /// Every [`SERIES_FLUSH`], writes the series of messages repeated since their last write and not since.
 async fn flush_series(client: Client, memory: std::sync::Weak<Memory>) {
     loop {
@@ -227,16 +235,8 @@ async fn flush_series(client: Client, memory: std::sync::Weak<Memory>) {
             .collect();
         drop(memory);
         for (namespace, name, count, observed) in due {
-            let series = EventSeries {
-                count,
-                last_observed_time: MicroTime(observed),
-            };
-            let patch = serde_json::json!({"series": series});
             let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-            if let Err(e) = api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            if let Err(e) = write_series(&api, &name, count, observed).await {
                 tracing::debug!("cannot write the series of event {namespace}/{name}: {e}");
             }
         }
