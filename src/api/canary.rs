@@ -489,7 +489,8 @@ pub struct CanaryStatus {
     /// fledge: when the rollout in flight started (a new revision was detected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_start_time: Option<Time>,
-    /// fledge: when the last analysis tick ran, so a restarted controller keeps the interval.
+    /// fledge: when the last analysis tick that changed the status ran, so a restarted controller keeps the
+    /// interval (a tick that changes nothing else, such as a halt, is not written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_tick_time: Option<Time>,
     /// fledge: the component judging this canary and its last decision.

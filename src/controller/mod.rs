@@ -7,6 +7,7 @@ mod judge;
 pub mod leader;
 mod manual;
 mod ownership;
+mod paces;
 pub mod policies;
 mod reconcile;
 mod slots;

@@ -16,6 +16,7 @@ use super::events::EventRecorder;
 use super::judge::{JudgeIo, PolicyJudge};
 use super::manual;
 use super::ownership::{self, Conflict};
+use super::paces::{Paces, only_the_tick_moved};
 use super::policies::{Loaded, NotReady, PolicyStore};
 use super::slots::Slots;
 use super::status::{condition, cookies_of, set_condition, set_cookies, state_of, with_state};
@@ -51,6 +52,8 @@ pub struct Context {
     index: Index,
     /// Canary writes the cache may not show yet.
     written: Written,
+    /// Ticks that wrote no status (only their time moved).
+    paces: Paces,
     resyncs: Resyncs,
     /// `--concurrency`, first due first served.
     slots: Slots,
@@ -98,6 +101,7 @@ impl Context {
             failures: Failures::default(),
             index,
             written: Written::default(),
+            paces: Paces::default(),
             resyncs: Resyncs::default(),
         })
     }
@@ -317,10 +321,13 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     if acted.resynced {
         ctx.resyncs.done(&canary);
     }
-    // An idle canary is still looked at once per resync.
-    Ok(Requeue::requeue(decided.tick.requeue.unwrap_or_else(|| {
-        ctx.options.resync.mul_f64(0.8 + 0.4 * jitter())
-    })))
+    // The next tick is an interval after this one was found due, not after it finished: a slow tick does not
+    // push every later one back. An idle canary is still looked at once per resync.
+    let took = Duration::try_from(Timestamp::now().duration_since(looked.at)).unwrap_or_default();
+    Ok(Requeue::requeue(match decided.tick.requeue {
+        Some(next) => next.saturating_sub(took),
+        None => ctx.options.resync.mul_f64(0.8 + 0.4 * jitter()),
+    }))
 }
 
 /// A spec fledge can act on, and the fields of it fledge ignores (told on the Ready condition).
@@ -460,6 +467,8 @@ struct Looked {
     snapshot: Snapshot,
     state: State,
     request: Option<(String, Result<ManualRequest, String>)>,
+    /// When the tick was found due: the interval runs from here to the next, however long this tick takes.
+    at: Timestamp,
 }
 
 /// Observes the cluster from the caches. Stops when another Canary owns what this one would take, or when a
@@ -499,8 +508,9 @@ async fn look(
         .and_then(|(_, r)| r.as_ref().ok())
         .and_then(|r| manual::untaken(r, status.and_then(|s| s.last_manual.as_deref())));
     let state = state_of(status);
+    let last_tick = ctx.paces.last_tick(&canary.uid().unwrap_or_default(), status);
     if snapshot.observed.manual.is_none()
-        && let Some(wait) = not_due(spec, &state, status, &snapshot)
+        && let Some(wait) = not_due(spec, &state, last_tick, &snapshot)
     {
         if let Some((raw, _)) = &request {
             // Taken before (its removal failed), or not a request: it goes.
@@ -508,7 +518,6 @@ async fn look(
         }
         return Ok(ControlFlow::Break(Requeue::requeue(wait)));
     }
-    let last_tick = status.and_then(|s| s.last_tick_time.as_ref()).map(|t| t.0);
     if let Some(late) = late(state.phase, spec.interval, last_tick, Timestamp::now()) {
         ctx.options.metrics.tick_late(late);
     }
@@ -516,6 +525,7 @@ async fn look(
         snapshot,
         state,
         request,
+        at: Timestamp::now(),
     }))
 }
 
@@ -671,7 +681,7 @@ async fn record(
     // changes nothing writes nothing.
     next.last_tick_time = match status.and_then(|s| s.last_tick_time.clone()) {
         Some(last) if !paced(tick.state.phase) => Some(last),
-        _ => Some(Time(Timestamp::now())),
+        _ => Some(Time(looked.at)),
     };
     // A blocked policy leaves the record of what judged the rollout so far (and its pin) alone.
     let digest = match (&chosen.blocked, status.and_then(|s| s.policy.as_ref())) {
@@ -731,7 +741,15 @@ async fn record(
     if let Some((_, Ok(taken))) = &looked.request {
         next.last_manual = Some(taken.id.clone());
     }
-    write_status(ctx, canary, status, next).await?;
+    let uid = canary.uid().unwrap_or_default();
+    match next.last_tick_time.as_ref() {
+        // A halted canary's tick has only its time to say: kept in memory, not written (see `paces`).
+        Some(now) if only_the_tick_moved(status, &next) => ctx.paces.ticked(&uid, now.0),
+        _ => {
+            write_status(ctx, canary, status, next).await?;
+            ctx.paces.written(&uid);
+        }
+    }
     if let Some((raw, _)) = &looked.request {
         // Recorded as taken in the status just written: the request goes.
         manual::remove(&ctx.client, canary, raw).await?;
@@ -1068,7 +1086,7 @@ fn paced(phase: Option<Phase>) -> bool {
 fn not_due(
     spec: &ValidSpec,
     state: &State,
-    status: Option<&CanaryStatus>,
+    last_tick: Option<Timestamp>,
     snapshot: &Snapshot,
 ) -> Option<Duration> {
     if !paced(state.phase) {
@@ -1085,8 +1103,7 @@ fn not_due(
     if restarted || serving_lost {
         return None;
     }
-    let last = status.and_then(|s| s.last_tick_time.as_ref())?.0;
-    let elapsed = Duration::try_from(Timestamp::now().duration_since(last)).unwrap_or_default();
+    let elapsed = Duration::try_from(Timestamp::now().duration_since(last_tick?)).unwrap_or_default();
     spec.interval
         .checked_sub(elapsed)
         .filter(|left| *left > Duration::from_millis(50))
