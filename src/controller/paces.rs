@@ -8,15 +8,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::CanaryStatus;
 
-/// Far longer than any interval a canary is paced by; only the entries of Canaries deleted while halted get
-/// this old.
-const KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Far longer than any interval a canary is paced by (seconds); only the entries of Canaries deleted while
+/// halted get this old.
+const KEEP_SECS: i64 = 24 * 3600;
 
 /// Per Canary uid, the time of its last tick that was not written.
 #[derive(Debug, Default)]
@@ -33,7 +32,8 @@ impl Paces {
     /// A tick at `at` that was not written.
     pub fn ticked(&self, uid: &str, at: Timestamp) {
         let mut map = self.lock();
-        map.retain(|_, then| Duration::try_from(at.duration_since(*then)).is_ok_and(|age| age < KEEP));
+        // Ticks finish out of order: another canary's kept tick may be later than `at`, and stays.
+        map.retain(|_, then| at.as_second() - then.as_second() < KEEP_SECS);
         map.insert(uid.to_owned(), at);
     }
 
@@ -114,6 +114,15 @@ mod tests {
         assert_eq!(paces.last_tick("u1", Some(&status(20, Some(30)))), Some(at(30)));
         paces.written("u1");
         assert_eq!(paces.last_tick("u1", Some(&written)), Some(at(0)));
+    }
+
+    #[test]
+    fn a_kept_tick_stays_when_another_canary_keeps_an_earlier_one() {
+        let paces = Paces::default();
+        paces.ticked("u2", at(11));
+        paces.ticked("u1", at(10));
+        assert_eq!(paces.last_tick("u2", None), Some(at(11)));
+        assert_eq!(paces.last_tick("u1", None), Some(at(10)));
     }
 
     #[test]
