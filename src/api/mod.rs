@@ -14,7 +14,7 @@ pub use metric_template::*;
 pub use policy::*;
 pub use validate::{
     MIN_INTERVAL, MetricSource, MetricSpec, PolicySelector, SpecError, ValidSpec, WebhookSpec,
-    ignored_message, parse_duration, validate, validate_with,
+    ignored_message, parse_duration, problems, validate, validate_with,
 };
 
 use kube::CustomResourceExt;

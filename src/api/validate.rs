@@ -267,16 +267,41 @@ pub fn validate(spec: &CanarySpec) -> Result<ValidSpec, SpecError> {
 }
 
 /// Like [`validate`], with another floor for the interval (tests and demos run faster than production).
+/// A spec that breaks several rules is refused with the first.
 pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidSpec, SpecError> {
+    validate_all(spec, min_interval).map_err(|mut all| all.swap_remove(0))
+}
+
+/// Every rule `spec` breaks, in the order [`validate`] checks them (it names the first): for `fledge lint`.
+pub fn problems(spec: &CanarySpec) -> Vec<SpecError> {
+    validate_all(spec, MIN_INTERVAL).err().unwrap_or_default()
+}
+
+/// The problems found so far; a check that fails adds its error and lets validation go on.
+#[derive(Default)]
+struct Found(Vec<SpecError>);
+
+impl Found {
+    fn add(&mut self, e: SpecError) {
+        self.0.push(e);
+    }
+
+    fn ok<T>(&mut self, checked: Result<T, SpecError>) -> Option<T> {
+        checked.map_err(|e| self.add(e)).ok()
+    }
+}
+
+fn validate_all(spec: &CanarySpec, min_interval: Duration) -> Result<ValidSpec, Vec<SpecError>> {
+    let mut found = Found::default();
     if spec.target_ref.kind != "Deployment" {
-        return Err(SpecError::UnsupportedTarget(spec.target_ref.kind.clone()));
+        found.add(SpecError::UnsupportedTarget(spec.target_ref.kind.clone()));
     }
     if let Some(provider) = spec
         .provider
         .as_deref()
         .filter(|p| !p.eq_ignore_ascii_case("istio"))
     {
-        return Err(SpecError::UnsupportedProvider(provider.to_owned()));
+        found.add(SpecError::UnsupportedProvider(provider.to_owned()));
     }
     let service = spec
         .service
@@ -284,8 +309,8 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         .clone()
         .unwrap_or_else(|| spec.target_ref.name.clone());
     // `<target>-primary` labels the primary's pods; `<service>-primary` and `-canary` are Services.
-    derived_fits("targetRef.name", &spec.target_ref.name)?;
-    derived_fits("service.name", &service)?;
+    found.ok(derived_fits("targetRef.name", &spec.target_ref.name));
+    found.ok(derived_fits("service.name", &service));
     let empty = CanaryAnalysis::default();
     let analysis = spec.analysis.as_ref().unwrap_or(&empty);
     let percent = |field: &'static str, v: Option<i32>| -> Result<Option<u32>, SpecError> {
@@ -297,34 +322,89 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         })
         .transpose()
     };
-    let max_weight = percent("analysis.maxWeight", analysis.max_weight)?;
-    let step_weight = percent("analysis.stepWeight", analysis.step_weight)?;
-    let step_weight_promotion = percent("analysis.stepWeightPromotion", analysis.step_weight_promotion)?;
-    let step_weights = analysis
+    let max_weight = found
+        .ok(percent("analysis.maxWeight", analysis.max_weight))
+        .flatten();
+    let step_weight = found
+        .ok(percent("analysis.stepWeight", analysis.step_weight))
+        .flatten();
+    let step_weight_promotion = found
+        .ok(percent(
+            "analysis.stepWeightPromotion",
+            analysis.step_weight_promotion,
+        ))
+        .flatten();
+    let step_weights: Vec<u32> = analysis
         .step_weights
         .iter()
-        .map(|w| percent("analysis.stepWeights", Some(*w)).map(|w| w.unwrap_or_default()))
-        .collect::<Result<Vec<u32>, _>>()?;
-    if step_weights.windows(2).any(|pair| pair[0] >= pair[1]) {
-        return Err(SpecError::StepWeightsNotIncreasing(analysis.step_weights.clone()));
+        .filter_map(|w| found.ok(percent("analysis.stepWeights", Some(*w))).flatten())
+        .collect();
+    // The order is judged only on weights that are all in range.
+    if step_weights.len() == analysis.step_weights.len()
+        && step_weights.windows(2).any(|pair| pair[0] >= pair[1])
+    {
+        found.add(SpecError::StepWeightsNotIncreasing(analysis.step_weights.clone()));
     }
-    if step_weight == Some(0) && step_weights.is_empty() {
-        return Err(SpecError::StepWeightZero);
+    if step_weight == Some(0) && analysis.step_weights.is_empty() {
+        found.add(SpecError::StepWeightZero);
     }
     let non_negative = |field: &'static str, v: Option<i32>| -> Result<Option<u32>, SpecError> {
         v.map(|value| u32::try_from(value).map_err(|_| SpecError::Negative { field, value }))
             .transpose()
     };
-    let iterations = non_negative("analysis.iterations", analysis.iterations)?;
-    let deadline = non_negative("progressDeadlineSeconds", spec.progress_deadline_seconds)?;
+    let iterations = found
+        .ok(non_negative("analysis.iterations", analysis.iterations))
+        .flatten();
+    let deadline = found
+        .ok(non_negative(
+            "progressDeadlineSeconds",
+            spec.progress_deadline_seconds,
+        ))
+        .flatten();
     let interval = match &analysis.interval {
-        None => DEFAULT_INTERVAL,
-        Some(text) => parse_interval(text)
-            .ok_or_else(|| SpecError::BadInterval(text.clone()))?
-            .max(min_interval),
+        None => Some(DEFAULT_INTERVAL),
+        Some(text) => found.ok(parse_interval(text)
+            .map(|i| i.max(min_interval))
+            .ok_or_else(|| SpecError::BadInterval(text.clone()))),
     };
     let policy = analysis.policy.clone().unwrap_or_default();
+    let selector = found.ok(policy_selector(&policy));
+    let metrics = analysis
+        .metrics
+        .iter()
+        .filter_map(|m| found.ok(metric(m)))
+        .collect();
+    let webhooks = analysis
+        .webhooks
+        .iter()
+        .filter_map(|w| found.ok(webhook(w)))
+        .collect();
     let has_match = has_match(analysis);
+    let mirror = (analysis.mirror && !has_match).then(|| {
+        // Flagger: a mirrorWeight of 0 (or none) mirrors every request.
+        found
+            .ok(percent("analysis.mirrorWeight", analysis.mirror_weight))
+            .flatten()
+            .filter(|w| *w > 0)
+            .unwrap_or(100)
+    });
+    let primary_ready_percent = found
+        .ok(percent(
+            "analysis.primaryReadyThreshold",
+            analysis.primary_ready_threshold,
+        ))
+        .flatten()
+        .unwrap_or(100);
+    let canary_ready_percent = found
+        .ok(percent(
+            "analysis.canaryReadyThreshold",
+            analysis.canary_ready_threshold,
+        ))
+        .flatten()
+        .unwrap_or(100);
+    let (Some(interval), Some(policy_selected), true) = (interval, selector, found.0.is_empty()) else {
+        return Err(found.0);
+    };
     Ok(ValidSpec {
         target: spec.target_ref.name.clone(),
         service,
@@ -347,25 +427,14 @@ pub fn validate_with(spec: &CanarySpec, min_interval: Duration) -> Result<ValidS
         skip_analysis: spec.skip_analysis || spec.analysis.is_none(),
         suspend: spec.suspend,
         revert_on_deletion: spec.revert_on_deletion.unwrap_or(true),
-        policy: policy_selector(&policy)?,
+        policy: policy_selected,
         policy_config: policy.config.map_or_else(|| "{}".to_owned(), |c| c.to_string()),
         metrics_server: spec.metrics_server.clone().filter(|s| !s.is_empty()),
-        metrics: analysis.metrics.iter().map(metric).collect::<Result<_, _>>()?,
-        webhooks: analysis.webhooks.iter().map(webhook).collect::<Result<_, _>>()?,
-        mirror: if analysis.mirror && !has_match {
-            // Flagger: a mirrorWeight of 0 (or none) mirrors every request.
-            Some(
-                percent("analysis.mirrorWeight", analysis.mirror_weight)?
-                    .filter(|w| *w > 0)
-                    .unwrap_or(100),
-            )
-        } else {
-            None
-        },
-        primary_ready_percent: percent("analysis.primaryReadyThreshold", analysis.primary_ready_threshold)?
-            .unwrap_or(100),
-        canary_ready_percent: percent("analysis.canaryReadyThreshold", analysis.canary_ready_threshold)?
-            .unwrap_or(100),
+        metrics,
+        webhooks,
+        mirror,
+        primary_ready_percent,
+        canary_ready_percent,
         ignored: ignored(spec, analysis),
     })
 }

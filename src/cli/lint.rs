@@ -1,12 +1,13 @@
 //! `fledge lint <file.yaml>`: checks Canaries offline as the cluster and the controller would — the CRD's
 //! schema as `kubectl apply --validate=strict` applies it (unknown fields, types, required fields, bounds,
-//! enums), then the controller's own rules (`api::validate`) — and names every problem by its field path.
+//! enums), then the controller's own rules (`api::problems`, every one broken) — and names every problem by
+//! its field path.
 //! Pure: text in, problems out.
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{Canary, CanarySpec, SpecError, validate};
+use crate::api::{Canary, CanarySpec, SpecError, problems};
 
 /// One thing wrong with a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +72,7 @@ pub fn lint(text: &str) -> Result<Report, String> {
         if found.iter().all(|(path, _)| path == "apiVersion") {
             match serde_json::from_value::<CanarySpec>(spec.clone()) {
                 Err(e) => found.push(("spec".to_owned(), e.to_string())),
-                Ok(parsed) => {
-                    if let Err(e) = validate(&parsed) {
-                        found.push((field_of(&e), e.to_string()));
-                    }
-                }
+                Ok(parsed) => found.extend(problems(&parsed).iter().map(|e| (field_of(e), e.to_string()))),
             }
         }
         report
@@ -280,6 +277,32 @@ spec:
         let report = lint(&missing).expect("yaml");
         assert_eq!(report.problems[0].path, "spec.targetRef");
         assert_eq!(report.problems[0].message, "required");
+    }
+
+    #[test]
+    fn every_broken_controller_rule_is_named_not_only_the_first() {
+        let bad = GOOD
+            .replace(
+                "service: {port: 9898}",
+                "provider: nginx\n  service: {port: 9898}",
+            )
+            .replace(
+                "interval: 1m, stepWeight: 20",
+                "interval: ten seconds, stepWeights: [40, 20], policy: {component: /etc/passwd}",
+            );
+        let report = lint(&bad).expect("yaml");
+        let paths: Vec<&str> = report.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.provider",
+                "spec.analysis.stepWeights",
+                "spec.analysis.interval",
+                "spec.analysis.policy"
+            ],
+            "{:#?}",
+            report.problems
+        );
     }
 
     #[test]
