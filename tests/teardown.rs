@@ -253,19 +253,6 @@ async fn deleting_a_failed_canary_restores_the_app_without_losing_endpoints() {
     controller.abort();
 }
 
-/// Pins the target's pods to a node that does not exist: a new revision whose pods never become ready.
-async fn make_target_unschedulable(ns: &TestNamespace) {
-    let patch = json!({"spec": {"template": {"spec": {"nodeSelector": {"fledge.dev/nowhere": "true"}}}}});
-    ns.api::<Deployment>()
-        .patch(
-            "podinfo",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Strategic(&patch),
-        )
-        .await
-        .expect("pin podinfo nowhere");
-}
-
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
 async fn a_target_that_never_serves_again_leaves_the_primary_serving_after_the_teardown_deadline() {

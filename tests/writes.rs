@@ -58,6 +58,38 @@ async fn an_idle_canary_sends_no_request_when_its_deployments_change_without_a_n
 
 #[tokio::test]
 #[ignore = "needs the local control plane; run with make test"]
+async fn a_canary_halted_waiting_for_its_rollout_ticks_every_interval_without_writing_its_status() {
+    let (ns, controller) = idle_canary("writes-halt", &[]).await;
+    make_target_unschedulable(&ns).await;
+    event_note(&ns, "waiting for rollout to finish").await;
+    // The first halted tick's status write (the event goes out beside it) has landed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ticks = || async {
+        let text = scrape(&controller.metrics_url).await.expect("scrape");
+        Histogram::read(&text, "fledge_tick_lateness_seconds", "").count
+    };
+    let (before, ticked) = (
+        api_requests(&controller.metrics_url).await.expect("scrape"),
+        ticks().await,
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (after, ticked) = (
+        api_requests(&controller.metrics_url).await.expect("scrape"),
+        ticks().await - ticked,
+    );
+    let sent = request_delta(&before, &after);
+    // Interval 1 s: ~6 halted ticks, each with nothing new to record.
+    assert!(ticked >= 4, "{ticked} ticks in 6 s");
+    assert!(
+        !sent.contains_key(&("patch".to_owned(), "canaries/status".to_owned())),
+        "a halted canary wrote its status: {sent:?}"
+    );
+    assert_eq!(phase(&ns).await, Some(Phase::Progressing));
+    drop(controller);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
 async fn an_idle_canary_re_applies_its_objects_once_per_resync() {
     let (ns, controller) = idle_canary("writes-resync", &["--resync", "3s"]).await;
     let before = api_requests(&controller.metrics_url).await.expect("scrape");

@@ -478,6 +478,15 @@ pub fn request_delta(
         .collect()
 }
 
+/// Pins podinfo's pods to a node that does not exist: a new revision whose pods never become ready.
+pub async fn make_target_unschedulable(ns: &TestNamespace) {
+    let patch = json!({"spec": {"template": {"spec": {"nodeSelector": {"fledge.dev/nowhere": "true"}}}}});
+    ns.api::<Deployment>()
+        .patch("podinfo", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("pin podinfo nowhere");
+}
+
 /// The Canary podinfo's phase now (`None` when it or its status is missing).
 pub async fn phase(ns: &TestNamespace) -> Option<Phase> {
     ns.api::<Canary>().get_opt("podinfo").await.ok()??.status?.phase
