@@ -171,8 +171,9 @@ struct ControllerArgs {
     /// (no longer owned by the Canary), the finalizer goes and a Warning event says what was left.
     #[arg(long, env = "FLEDGE_TEARDOWN_DEADLINE", default_value = "5m", value_parser = parse_duration)]
     teardown_deadline: std::time::Duration,
-    /// How often every canary's objects are re-applied whatever the cache says (±20 % jitter), repairing
-    /// drift a missed watch event would hide; a hand edit seen by the watches is repaired at once.
+    /// How often every canary's objects are read from the API, not the cache (±20 % jitter), and re-applied
+    /// where they drifted: a backstop for a missed watch event; a hand edit seen by the watches is repaired
+    /// at once.
     #[arg(long, env = "FLEDGE_RESYNC", default_value = "5m", value_parser = parse_duration)]
     resync: std::time::Duration,
     /// Time limit of fetching one policy component from a registry.

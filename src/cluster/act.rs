@@ -28,7 +28,7 @@ pub struct Actor<'a> {
     pub snapshot: &'a Snapshot,
     /// The watches' cache: what is already as desired is not written again...
     pub index: &'a Index,
-    /// ...unless this tick re-applies everything (the periodic resync).
+    /// ...unless this tick is the periodic resync: it compares with the objects read from the API instead.
     pub force: bool,
     pub owner: OwnerReference,
     /// `spec.autoscalerRef.name`: the target's HPA, copied for the primary.
@@ -309,7 +309,9 @@ impl Actor<'_> {
     }
 
     /// Server-side applies `body` as `name`, unless the cached `live` object already holds all of it and
-    /// fledge's last apply there was this same body: an unchanged tick writes nothing.
+    /// fledge's last apply there was this same body: an unchanged tick writes nothing. The resync does not
+    /// trust the cache (a watch event may have been missed): it reads the object from the API and writes
+    /// only what drifted — a read costs the API server a fraction of an apply.
     async fn apply_changed<K, B>(
         &self,
         api: &Api<K>,
@@ -319,7 +321,7 @@ impl Actor<'_> {
         live: Option<impl serde::Serialize>,
     ) -> Result<(), ClusterError>
     where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
         B: serde::Serialize,
     {
         let encode = |source| ClusterError::Encode {
@@ -327,9 +329,14 @@ impl Actor<'_> {
             source,
         };
         let desired = serde_json::to_value(body).map_err(encode)?;
-        let live = live.map(serde_json::to_value).transpose().map_err(encode)?;
+        let live = if self.force {
+            api.get_opt(name).await?.map(serde_json::to_value)
+        } else {
+            live.map(serde_json::to_value)
+        };
+        let live = live.transpose().map_err(encode)?;
         let key = format!("{kind}/{}/{name}", self.namespace);
-        if !self.force && !self.index.needs_apply(&key, &desired, live.as_ref()) {
+        if !self.index.needs_apply(&key, &desired, live.as_ref()) {
             return Ok(());
         }
         api.patch(name, &Self::apply_params(), &Patch::Apply(&desired))

@@ -63,7 +63,8 @@ pub struct Options {
     pub reconcile_deadline: Duration,
     /// Longest a deleted Canary waits for its target to serve again before it leaves the primary serving.
     pub teardown_deadline: Duration,
-    /// How often a canary's objects are re-applied without trusting the cache (`--resync`).
+    /// How often a canary's objects are read from the API (not the cache) and re-applied where they drifted
+    /// (`--resync`).
     pub resync: Duration,
     /// Until when this replica may write (leader election); the client stack obeys it.
     pub fence: leader::Fence,

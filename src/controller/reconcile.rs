@@ -779,7 +779,7 @@ fn cookies_after(canary: &Canary, affinity: Option<&SessionAffinity>, decided: &
     next_cookies(settings, &cookies, weight, &rollout)
 }
 
-/// When each Canary's objects were last re-applied without trusting the cache.
+/// When each Canary's objects were last checked against the API, not the cache.
 #[derive(Debug, Default)]
 pub struct Resyncs(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
 
