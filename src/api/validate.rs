@@ -289,6 +289,11 @@ impl Found {
     fn ok<T>(&mut self, checked: Result<T, SpecError>) -> Option<T> {
         checked.map_err(|e| self.add(e)).ok()
     }
+
+    /// An optional number's value, when it is set and valid.
+    fn value(&mut self, checked: Result<Option<u32>, SpecError>) -> Option<u32> {
+        self.ok(checked).flatten()
+    }
 }
 
 fn validate_all(spec: &CanarySpec, min_interval: Duration) -> Result<ValidSpec, Vec<SpecError>> {
@@ -322,22 +327,16 @@ fn validate_all(spec: &CanarySpec, min_interval: Duration) -> Result<ValidSpec, 
         })
         .transpose()
     };
-    let max_weight = found
-        .ok(percent("analysis.maxWeight", analysis.max_weight))
-        .flatten();
-    let step_weight = found
-        .ok(percent("analysis.stepWeight", analysis.step_weight))
-        .flatten();
-    let step_weight_promotion = found
-        .ok(percent(
-            "analysis.stepWeightPromotion",
-            analysis.step_weight_promotion,
-        ))
-        .flatten();
+    let max_weight = found.value(percent("analysis.maxWeight", analysis.max_weight));
+    let step_weight = found.value(percent("analysis.stepWeight", analysis.step_weight));
+    let step_weight_promotion = found.value(percent(
+        "analysis.stepWeightPromotion",
+        analysis.step_weight_promotion,
+    ));
     let step_weights: Vec<u32> = analysis
         .step_weights
         .iter()
-        .filter_map(|w| found.ok(percent("analysis.stepWeights", Some(*w))).flatten())
+        .filter_map(|w| found.value(percent("analysis.stepWeights", Some(*w))))
         .collect();
     // The order is judged only on weights that are all in range.
     if step_weights.len() == analysis.step_weights.len()
@@ -352,15 +351,11 @@ fn validate_all(spec: &CanarySpec, min_interval: Duration) -> Result<ValidSpec, 
         v.map(|value| u32::try_from(value).map_err(|_| SpecError::Negative { field, value }))
             .transpose()
     };
-    let iterations = found
-        .ok(non_negative("analysis.iterations", analysis.iterations))
-        .flatten();
-    let deadline = found
-        .ok(non_negative(
-            "progressDeadlineSeconds",
-            spec.progress_deadline_seconds,
-        ))
-        .flatten();
+    let iterations = found.value(non_negative("analysis.iterations", analysis.iterations));
+    let deadline = found.value(non_negative(
+        "progressDeadlineSeconds",
+        spec.progress_deadline_seconds,
+    ));
     let interval = match &analysis.interval {
         None => Some(DEFAULT_INTERVAL),
         Some(text) => found.ok(parse_interval(text)
@@ -383,24 +378,21 @@ fn validate_all(spec: &CanarySpec, min_interval: Duration) -> Result<ValidSpec, 
     let mirror = (analysis.mirror && !has_match).then(|| {
         // Flagger: a mirrorWeight of 0 (or none) mirrors every request.
         found
-            .ok(percent("analysis.mirrorWeight", analysis.mirror_weight))
-            .flatten()
+            .value(percent("analysis.mirrorWeight", analysis.mirror_weight))
             .filter(|w| *w > 0)
             .unwrap_or(100)
     });
     let primary_ready_percent = found
-        .ok(percent(
+        .value(percent(
             "analysis.primaryReadyThreshold",
             analysis.primary_ready_threshold,
         ))
-        .flatten()
         .unwrap_or(100);
     let canary_ready_percent = found
-        .ok(percent(
+        .value(percent(
             "analysis.canaryReadyThreshold",
             analysis.canary_ready_threshold,
         ))
-        .flatten()
         .unwrap_or(100);
     let (Some(interval), Some(policy_selected), true) = (interval, selector, found.0.is_empty()) else {
         return Err(found.0);

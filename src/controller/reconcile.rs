@@ -19,7 +19,7 @@ use super::ownership::{self, Conflict};
 use super::paces::{Paces, only_the_tick_moved};
 use super::policies::{Loaded, NotReady, PolicyStore};
 use super::slots::Slots;
-use super::status::{condition, cookies_of, set_condition, set_cookies, state_of, with_state};
+use super::status::{condition, cookies_of, set_condition, set_cookies, state_of, status_patch, with_state};
 use super::written::Written;
 use crate::analysis::{PolicyMetrics, Providers};
 use crate::api::ManualRequest;
@@ -1129,7 +1129,7 @@ fn owner_reference(canary: &Canary) -> OwnerReference {
     canary.controller_owner_ref(&()).unwrap_or_default()
 }
 
-/// Writes the status when it changed, by server-side apply of the status subresource.
+/// Writes the status when it changed: a merge patch of what changed, on the version it was decided from.
 async fn write_status(
     ctx: &Context,
     canary: &Canary,
@@ -1141,19 +1141,18 @@ async fn write_status(
     }
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
     // Guarded by the version this status was decided on: a write over a newer one (another replica's, or a
-    // Canary changed meanwhile) fails instead of undoing it, and the next reconcile decides again.
+    // Canary changed meanwhile) fails instead of undoing it, and the next reconcile decides again. So the
+    // patch applies to exactly the status it was computed from.
     let patch = serde_json::json!({
-        "apiVersion": Canary::api_version(&()),
-        "kind": Canary::kind(&()),
         "metadata": {"resourceVersion": canary.resource_version()},
-        "status": new,
+        "status": status_patch(canary.status.as_ref(), &new),
     });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
     let updated = api
-        .patch_status(
-            &canary.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+        .patch_status(&canary.name_any(), &params, &Patch::Merge(&patch))
         .await?;
     ctx.written.record(canary, updated);
     Ok(())

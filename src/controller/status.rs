@@ -123,3 +123,95 @@ pub fn set_cookies(status: &mut CanaryStatus, cookies: &Cookies) {
     status.primary_session_affinity_cookie = cookies.primary.clone();
     status.previous_session_affinity_cookie = cookies.previous.clone();
 }
+
+/// The status patch that turns `old` into `new` (RFC 7386 merge patch): only what changed, `null` for what
+/// went. Cheaper for the API server than applying the whole status: no YAML to parse, no merge by schema.
+pub fn status_patch(old: Option<&CanaryStatus>, new: &CanaryStatus) -> serde_json::Value {
+    let old = old.and_then(|s| serde_json::to_value(s).ok());
+    // A status serialises to an object without fail: its maps are keyed by strings.
+    let new = serde_json::to_value(new).unwrap_or_default();
+    match old {
+        Some(old) => merge_diff(&old, &new),
+        None => new,
+    }
+}
+
+/// The merge patch from `old` to `new`: objects are compared key by key, anything else replaced whole.
+fn merge_diff(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let (Value::Object(old), Value::Object(new)) = (old, new) else {
+        return new.clone();
+    };
+    let changed = new.iter().filter_map(|(key, value)| match old.get(key) {
+        Some(was) if was == value => None,
+        Some(was) => Some((key.clone(), merge_diff(was, value))),
+        None => Some((key.clone(), value.clone())),
+    });
+    let gone = old
+        .keys()
+        .filter(|key| !new.contains_key(*key))
+        .map(|key| (key.clone(), Value::Null));
+    Value::Object(changed.chain(gone).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::api::PolicyStatus;
+
+    /// RFC 7386: what the API server does with a merge patch.
+    fn merged(target: &Value, patch: &Value) -> Value {
+        let Value::Object(patch) = patch else {
+            return patch.clone();
+        };
+        let mut out = target.as_object().cloned().unwrap_or_default();
+        for (key, value) in patch {
+            if value.is_null() {
+                out.remove(key);
+            } else {
+                let was = out.get(key).cloned().unwrap_or(Value::Null);
+                out.insert(key.clone(), merged(&was, value));
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn progressing(weight: i32) -> CanaryStatus {
+        CanaryStatus {
+            phase: Some(Phase::Progressing),
+            canary_weight: weight,
+            paused_by: Some("alice".into()),
+            policy: Some(PolicyStatus {
+                source: "builtin:default".into(),
+                digest: "sha256:1".into(),
+                last_decision: Some("set-weight 20".into()),
+                ..PolicyStatus::default()
+            }),
+            ..CanaryStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_status_patch_carries_only_what_changed_and_nulls_what_went() {
+        let old = progressing(20);
+        let mut new = progressing(40);
+        new.paused_by = None;
+        new.policy.as_mut().expect("policy").last_decision = Some("set-weight 40".into());
+        let patch = status_patch(Some(&old), &new);
+        assert_eq!(
+            patch,
+            json!({"canaryWeight": 40, "pausedBy": null, "policy": {"lastDecision": "set-weight 40"}})
+        );
+        let applied = merged(&serde_json::to_value(&old).expect("old"), &patch);
+        assert_eq!(applied, serde_json::to_value(&new).expect("new"));
+    }
+
+    #[test]
+    fn the_first_status_is_written_whole_and_an_unchanged_one_patches_nothing() {
+        let new = progressing(20);
+        assert_eq!(status_patch(None, &new), serde_json::to_value(&new).expect("new"));
+        assert_eq!(status_patch(Some(&new), &new), json!({}));
+    }
+}
