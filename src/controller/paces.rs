@@ -1,6 +1,7 @@
-//! When each canary in flight last ticked, for ticks that wrote no status. A tick whose only news is its own
-//! time (a canary halted "waiting for rollout to finish", for minutes while a primary rolls) keeps that time
-//! here instead of in a status write: at 1,000 canaries those writes were most of the API server's work.
+//! When each canary in flight last ticked, to the nanosecond. The status's `lastTickTime` keeps whole seconds
+//! (a Kubernetes time), which would let a tick come up to a second early; and a tick whose only news is its
+//! own time (a canary halted "waiting for rollout to finish", for minutes while a primary rolls) is kept here
+//! instead of in a status write: at 1,000 canaries those writes were most of the API server's work.
 //!
 //! The status still holds the time of the last tick that changed something. A controller that restarts (or a
 //! new leader) sees only that one and ticks at once: for a halted canary that is one more halt, for the rest
@@ -17,7 +18,7 @@ use crate::api::CanaryStatus;
 /// halted get this old.
 const KEEP_SECS: i64 = 24 * 3600;
 
-/// Per Canary uid, the time of its last tick that was not written.
+/// Per Canary uid, the time of its last paced tick.
 #[derive(Debug, Default)]
 pub struct Paces(Mutex<HashMap<String, Timestamp>>);
 
@@ -29,17 +30,12 @@ impl Paces {
         written.max(kept)
     }
 
-    /// A tick at `at` that was not written.
+    /// A paced tick found due at `at`.
     pub fn ticked(&self, uid: &str, at: Timestamp) {
         let mut map = self.lock();
         // Ticks finish out of order: another canary's kept tick may be later than `at`, and stays.
         map.retain(|_, then| at.as_second() - then.as_second() < KEEP_SECS);
         map.insert(uid.to_owned(), at);
-    }
-
-    /// The status now holds the tick time.
-    pub fn written(&self, uid: &str) {
-        self.lock().remove(uid);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
@@ -112,8 +108,6 @@ mod tests {
         );
         // A status written later than the kept tick (another replica's, say) wins.
         assert_eq!(paces.last_tick("u1", Some(&status(20, Some(30)))), Some(at(30)));
-        paces.written("u1");
-        assert_eq!(paces.last_tick("u1", Some(&written)), Some(at(0)));
     }
 
     #[test]

@@ -741,14 +741,14 @@ async fn record(
     if let Some((_, Ok(taken))) = &looked.request {
         next.last_manual = Some(taken.id.clone());
     }
-    let uid = canary.uid().unwrap_or_default();
-    match next.last_tick_time.as_ref() {
-        // A halted canary's tick has only its time to say: kept in memory, not written (see `paces`).
-        Some(now) if only_the_tick_moved(status, &next) => ctx.paces.ticked(&uid, now.0),
-        _ => {
-            write_status(ctx, canary, status, next).await?;
-            ctx.paces.written(&uid);
-        }
+    let paced_tick = paced(tick.state.phase);
+    // A halted canary's tick has only its time to say: kept in memory, not written (see `paces`).
+    if !(paced_tick && only_the_tick_moved(status, &next)) {
+        write_status(ctx, canary, status, next).await?;
+    }
+    if paced_tick {
+        // To the nanosecond: the status keeps whole seconds.
+        ctx.paces.ticked(&canary.uid().unwrap_or_default(), looked.at);
     }
     if let Some((raw, _)) = &looked.request {
         // Recorded as taken in the status just written: the request goes.
