@@ -467,8 +467,7 @@ struct Looked {
     snapshot: Snapshot,
     state: State,
     request: Option<(String, Result<ManualRequest, String>)>,
-    /// When the tick counts as having run (see [`scheduled`]): the next is an interval after it, however
-    /// long this one takes.
+    /// When the tick was found due: the interval runs from here to the next, however long this tick takes.
     at: Timestamp,
 }
 
@@ -519,16 +518,14 @@ async fn look(
         }
         return Ok(ControlFlow::Break(Requeue::requeue(wait)));
     }
-    let now = Timestamp::now();
-    let late = late(state.phase, spec.interval, last_tick, now);
-    if let Some(late) = late {
+    if let Some(late) = late(state.phase, spec.interval, last_tick, Timestamp::now()) {
         ctx.options.metrics.tick_late(late);
     }
     Ok(ControlFlow::Continue(Looked {
         snapshot,
         state,
         request,
-        at: scheduled(spec.interval, last_tick, late, now),
+        at: Timestamp::now(),
     }))
 }
 
@@ -1127,22 +1124,6 @@ fn late(
     elapsed.checked_sub(interval)
 }
 
-/// When a tick counts as having run: on its schedule (the last tick plus the interval) when it runs at most
-/// half an interval late, so the controller's queueing under load does not push every later tick back, as a
-/// ticker keeps its beat; otherwise now, starting a new schedule (an early tick for a new revision or lost
-/// serving, a first tick, or one long overdue — never two analyses less than half an interval apart).
-fn scheduled(
-    interval: Duration,
-    last: Option<Timestamp>,
-    late: Option<Duration>,
-    now: Timestamp,
-) -> Timestamp {
-    match (last, late) {
-        (Some(last), Some(late)) if late <= interval / 2 => last.checked_add(interval).unwrap_or(now),
-        _ => now,
-    }
-}
-
 fn owner_reference(canary: &Canary) -> OwnerReference {
     // A Canary read from the API always has a name and uid.
     canary.controller_owner_ref(&()).unwrap_or_default()
@@ -1242,7 +1223,7 @@ async fn publish(ctx: &Context, canary: &Canary, kind: EventKind, reason: &str, 
 
 #[cfg(test)]
 mod tests {
-    use super::{ReconcileError, backoff, jitter, late, merged_config, refused, scheduled};
+    use super::{ReconcileError, backoff, jitter, late, merged_config, refused};
     use serde_json::json;
     use std::time::Duration;
 
@@ -1298,31 +1279,6 @@ mod tests {
         assert_eq!(late(progressing, every, None, at(13)), None, "no tick yet");
         assert_eq!(late(Some(Phase::Succeeded), every, Some(last), at(600)), None);
         assert_eq!(late(None, every, Some(last), at(600)), None);
-    }
-
-    #[test]
-    fn a_tick_up_to_half_an_interval_late_keeps_its_schedule_and_any_other_starts_a_new_one() {
-        use crate::api::Phase;
-        let last: k8s_openapi::jiff::Timestamp = "2026-12-07T10:00:00Z".parse().expect("time");
-        let at = |secs: i64| last + k8s_openapi::jiff::SignedDuration::from_secs(secs);
-        let every = Duration::from_secs(10);
-        let tick = |now| {
-            scheduled(
-                every,
-                Some(last),
-                late(Some(Phase::Progressing), every, Some(last), now),
-                now,
-            )
-        };
-        assert_eq!(
-            tick(at(13)),
-            at(10),
-            "3 s late: the next is due at 20 s, not 23 s"
-        );
-        assert_eq!(tick(at(15)), at(10));
-        assert_eq!(tick(at(16)), at(16), "over half an interval late");
-        assert_eq!(tick(at(4)), at(4), "early: a new revision");
-        assert_eq!(scheduled(every, None, None, at(13)), at(13), "the first tick");
     }
 
     #[test]
