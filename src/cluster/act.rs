@@ -29,7 +29,7 @@ pub struct Actor<'a> {
     /// The watches' cache: what is already as desired is not written again...
     pub index: &'a Index,
     /// ...unless this tick is the periodic resync: it compares with the objects read from the API instead.
-    pub force: bool,
+    pub resync: bool,
     pub owner: OwnerReference,
     /// `spec.autoscalerRef.name`: the target's HPA, copied for the primary.
     pub autoscaler: Option<&'a str>,
@@ -329,7 +329,7 @@ impl Actor<'_> {
             source,
         };
         let desired = serde_json::to_value(body).map_err(encode)?;
-        let live = if self.force {
+        let live = if self.resync {
             api.get_opt(name).await?.map(serde_json::to_value)
         } else {
             live.map(serde_json::to_value)

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::api::Canary;
 use crate::lifecycle::EventKind;
@@ -38,7 +38,7 @@ type Memory = Mutex<HashMap<(String, String), Seen>>;
 pub struct EventRecorder {
     client: Client,
     instance: String,
-    seen: std::sync::Arc<Memory>,
+    seen: Arc<Memory>,
 }
 
 struct Seen {
@@ -115,9 +115,9 @@ impl EventRecorder {
     /// A recorder, and (in the running tokio runtime) the task that writes counted repeats no later repeat
     /// wrote; it ends with the recorder.
     pub fn new(client: Client, instance: String) -> Self {
-        let seen = std::sync::Arc::<Memory>::default();
+        let seen = Arc::<Memory>::default();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(flush_series(client.clone(), std::sync::Arc::downgrade(&seen)));
+            runtime.spawn(flush_series(client.clone(), Arc::downgrade(&seen)));
         }
         Self {
             client,
@@ -219,7 +219,7 @@ async fn write_series(
 }
 
 /// Every [`SERIES_FLUSH`], writes the series of messages repeated since their last write and not since.
-async fn flush_series(client: Client, memory: std::sync::Weak<Memory>) {
+async fn flush_series(client: Client, memory: Weak<Memory>) {
     loop {
         tokio::time::sleep(SERIES_FLUSH).await;
         let Some(memory) = memory.upgrade() else {

@@ -23,7 +23,8 @@ const KEEP_SECS: i64 = 24 * 3600;
 pub struct Paces(Mutex<HashMap<String, Timestamp>>);
 
 impl Paces {
-    /// When the canary last ticked: the later of the status's tick time and an unwritten tick's.
+    /// When the canary last ticked: the later of the status's tick time (whole seconds, and the last written)
+    /// and the one kept here.
     pub fn last_tick(&self, uid: &str, status: Option<&CanaryStatus>) -> Option<Timestamp> {
         let written = status.and_then(|s| s.last_tick_time.as_ref()).map(|t| t.0);
         let kept = self.lock().get(uid).copied();

@@ -52,7 +52,7 @@ pub struct Context {
     index: Index,
     /// Canary writes the cache may not show yet.
     written: Written,
-    /// Ticks that wrote no status (only their time moved).
+    /// Each canary's last paced tick, to the nanosecond (halted ticks are not written).
     paces: Paces,
     resyncs: Resyncs,
     /// `--concurrency`, first due first served.
@@ -588,7 +588,7 @@ async fn decide(
 struct Acted {
     /// The session-affinity cookies routed with.
     cookies: Cookies,
-    /// Whether this was a full re-apply that did not trust the cache (`--resync`).
+    /// Whether every object was checked against the API, not the cache (`--resync`).
     resynced: bool,
     /// The tick's events, in order, for [`announce`].
     events: Vec<(EventKind, String, String)>,
@@ -618,7 +618,7 @@ async fn act(
             service: &canary.spec.service,
             snapshot,
             index: &ctx.index,
-            force: ctx.resyncs.due(canary, ctx.options.resync),
+            resync: ctx.resyncs.due(canary, ctx.options.resync),
             owner: owner_reference(canary),
             autoscaler: canary.spec.autoscaler_ref.as_ref().map(|a| a.name.as_str()),
             analysis_match: canary.spec.analysis.as_ref().and_then(|a| a.match_.as_ref()),
@@ -633,7 +633,7 @@ async fn act(
                 actor.apply(action).await?;
             }
         }
-        actor.force
+        actor.resync
     };
     let events = decided
         .actions
@@ -744,7 +744,7 @@ async fn record(
     let paced_tick = paced(tick.state.phase);
     // A halted canary's tick has only its time to say: kept in memory, not written (see `paces`).
     if !(paced_tick && only_the_tick_moved(status, &next)) {
-        write_status(ctx, canary, status, next).await?;
+        write_status(ctx, canary, next).await?;
     }
     if paced_tick {
         // To the nanosecond: the status keeps whole seconds.
@@ -822,7 +822,7 @@ async fn refuse(
     if !told {
         publish(ctx, canary, EventKind::Warning, reason, why).await;
     }
-    write_status(ctx, canary, status, s).await?;
+    write_status(ctx, canary, s).await?;
     Ok(Requeue::await_change())
 }
 
@@ -842,7 +842,7 @@ async fn stand_back(ctx: &Context, canary: &Canary, conflict: &Conflict) -> Resu
     if !told {
         publish(ctx, canary, EventKind::Warning, "Conflict", why).await;
     }
-    write_status(ctx, canary, status, s).await?;
+    write_status(ctx, canary, s).await?;
     Ok(Requeue::requeue(CONFLICT_RECHECK))
 }
 
@@ -992,7 +992,7 @@ async fn finish_deletion(
                 if s.phase != Some(Phase::Terminating) {
                     s.phase = Some(Phase::Terminating);
                     s.last_transition_time = Some(Time(Timestamp::now()));
-                    write_status(ctx, canary, canary.status.as_ref(), s).await?;
+                    write_status(ctx, canary, s).await?;
                 }
                 return Ok(Requeue::requeue(TEARDOWN_POLL));
             }
@@ -1129,13 +1129,10 @@ fn owner_reference(canary: &Canary) -> OwnerReference {
     canary.controller_owner_ref(&()).unwrap_or_default()
 }
 
-/// Writes the status when it changed: a merge patch of what changed, on the version it was decided from.
-async fn write_status(
-    ctx: &Context,
-    canary: &Canary,
-    old: Option<&CanaryStatus>,
-    new: CanaryStatus,
-) -> Result<(), ReconcileError> {
+/// Writes `new` over the canary's status when it changed: a merge patch of what changed, on the version it
+/// was decided from.
+async fn write_status(ctx: &Context, canary: &Canary, new: CanaryStatus) -> Result<(), ReconcileError> {
+    let old = canary.status.as_ref();
     if old == Some(&new) {
         return Ok(());
     }
@@ -1145,7 +1142,7 @@ async fn write_status(
     // patch applies to exactly the status it was computed from.
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": canary.resource_version()},
-        "status": status_patch(canary.status.as_ref(), &new),
+        "status": status_patch(old, &new),
     });
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
