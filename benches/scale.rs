@@ -282,6 +282,7 @@ impl Report {
 struct Timings {
     api: Vec<(String, Histogram)>,
     reconcile: Histogram,
+    queue: Histogram,
     lateness: Histogram,
 }
 
@@ -300,6 +301,7 @@ impl Timings {
                 })
                 .collect(),
             reconcile: Histogram::read(&text, "fledge_reconcile_duration_seconds", ""),
+            queue: Histogram::read(&text, "fledge_reconcile_queue_seconds", ""),
             lateness: Histogram::read(&text, "fledge_tick_lateness_seconds", ""),
         }
     }
@@ -313,6 +315,7 @@ impl Timings {
                 .map(|((verb, now), (_, was))| (verb.clone(), now.since(was)))
                 .collect(),
             reconcile: self.reconcile.since(&before.reconcile),
+            queue: self.queue.since(&before.queue),
             lateness: self.lateness.since(&before.lateness),
         }
     }
@@ -332,6 +335,7 @@ impl Timings {
             line(&format!("API answer, {verb}"), h);
         }
         line("reconcile", &self.reconcile);
+        line("reconcile waited for a slot", &self.queue);
         line("paced tick late by", &self.lateness);
     }
 }

@@ -261,8 +261,10 @@ pub async fn bounded(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, 
     // take longer than the deadline.
     ctx.index.ready().await;
     // The deadline and the time measured start once a slot is ours.
+    let asked = std::time::Instant::now();
     let _slot = ctx.slots.take().await;
     let started = std::time::Instant::now();
+    ctx.options.metrics.reconcile_waited(started - asked);
     // Boxed, and made only once a slot is ours: a reconcile's state is tens of KB, and every due canary waits
     // here at once (at 1,000 canaries, kept inline in each waiting future it cost ~40 MiB of RSS).
     let work = Box::pin(reconcile(cached.clone(), ctx.clone()));

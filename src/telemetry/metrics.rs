@@ -26,6 +26,7 @@ pub struct Metrics {
     api_requests: IntCounterVec,
     api_latency: HistogramVec,
     reconcile_duration: HistogramVec,
+    reconcile_queue: HistogramVec,
     tick_lateness: HistogramVec,
     policy_ready: IntGaugeVec,
 }
@@ -159,6 +160,13 @@ impl Metrics {
                 prometheus::exponential_buckets(0.0005, 2.0, 18).expect("buckets"),
                 &[],
             ),
+            reconcile_queue: seconds(
+                "fledge_reconcile_queue_seconds",
+                "Time a reconcile waited for one of the --concurrency slots before it started: when this \
+                 grows, canaries wait for the controller, not for the API",
+                prometheus::exponential_buckets(0.0005, 2.0, 18).expect("buckets"),
+                &[],
+            ),
             tick_lateness: seconds(
                 "fledge_tick_lateness_seconds",
                 "How long after its analysis interval was up a progressing canary's tick ran: time spent \
@@ -288,6 +296,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A reconcile waited `waited` for its slot.
+    pub fn reconcile_waited(&self, waited: Duration) {
+        self.reconcile_queue
+            .with_label_values(&[] as &[&str])
+            .observe(waited.as_secs_f64());
+    }
+
     /// A paced tick ran `late` after its interval was up.
     pub fn tick_late(&self, late: Duration) {
         self.tick_lateness
@@ -325,16 +340,19 @@ mod tests {
     }
 
     #[test]
-    fn api_latency_reconcile_time_and_tick_lateness_are_exported() {
+    fn api_latency_reconcile_time_queue_wait_and_tick_lateness_are_exported() {
         let m = Metrics::new();
         m.api_latency("patch", Duration::from_millis(3));
         m.reconcile_took(Duration::from_millis(12));
+        m.reconcile_waited(Duration::from_millis(3));
         m.tick_late(Duration::from_millis(150));
         let text = m.render();
         for series in [
             r#"fledge_kube_request_duration_seconds_bucket{verb="patch",le="0.004"} 1"#,
             r#"fledge_kube_request_duration_seconds_bucket{verb="patch",le="0.002"} 0"#,
             "fledge_reconcile_duration_seconds_count 1",
+            r#"fledge_reconcile_queue_seconds_bucket{le="0.004"} 1"#,
+            r#"fledge_reconcile_queue_seconds_bucket{le="0.002"} 0"#,
             r#"fledge_tick_lateness_seconds_bucket{le="0.16"} 1"#,
             r#"fledge_tick_lateness_seconds_bucket{le="0.08"} 0"#,
         ] {
