@@ -1,24 +1,31 @@
 //! `/healthz` says whether the controller can see the cluster: with the API cut off (a TCP forwarder between
 //! the controller and the real apiserver, closed by the test) it fails within the watch-failure limit, naming
-//! the watches and their error; once the API is back it is healthy again without a restart.
+//! the watches and their error; once the API is back it is healthy again without a restart. The same
+//! forwarder counts the controller's connections: its watches and requests share one (HTTP/2).
 //! Run by `make test` (`#[ignore]`d so a bare `cargo test` needs no cluster).
 
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::fledge::install_crds;
+use fledge::api::Phase;
+use serde_json::json;
+use support::fledge::{create_canary, create_podinfo, install_crds, wait_phase};
 use support::prometheus::free_port;
 use support::{TestNamespace, eventually};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 /// A forwarder to the apiserver on a loopback port of its own, which the test can cut and put back.
 struct Cable {
     port: u16,
     apiserver: SocketAddr,
     forwarding: Option<JoinHandle<()>>,
+    /// Connections through the cable now.
+    open: Arc<AtomicUsize>,
 }
 
 impl Cable {
@@ -27,6 +34,7 @@ impl Cable {
             port: free_port(),
             apiserver,
             forwarding: None,
+            open: Arc::default(),
         };
         cable.restore().await;
         cable
@@ -37,12 +45,14 @@ impl Cable {
         let listener = TcpListener::bind(("127.0.0.1", self.port))
             .await
             .expect("bind the forwarder");
-        let apiserver = self.apiserver;
+        let (apiserver, open) = (self.apiserver, self.open.clone());
         self.forwarding = Some(tokio::spawn(async move {
             // Dropped with this task: cutting the cable closes every open connection too.
             let mut connections = JoinSet::new();
             while let Ok((mut client, _)) = listener.accept().await {
+                let open = Open::counted(open.clone());
                 connections.spawn(async move {
+                    let _open = open;
                     if let Ok(mut server) = TcpStream::connect(apiserver).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
@@ -60,6 +70,22 @@ impl Cable {
     }
 }
 
+/// One connection through the cable, counted while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn counted(open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        Self(open)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn healthz(port: u16) -> Result<(u16, String), String> {
     let answer = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
         .await
@@ -68,13 +94,11 @@ async fn healthz(port: u16) -> Result<(u16, String), String> {
     Ok((status, answer.text().await.map_err(|e| e.to_string())?))
 }
 
-#[tokio::test]
-#[ignore = "needs the local control plane; run with make test"]
-async fn healthz_fails_while_the_api_is_cut_off_naming_the_watches_and_recovers_when_it_returns() {
-    let ns = TestNamespace::create("health").await;
+/// The controller, with its own client stack, reaching the real apiserver through a cable only (same host
+/// name, so TLS still holds), and serving `/healthz` on the port returned.
+async fn controller_through_a_cable(ns: &TestNamespace) -> (Cable, u16, [AbortHandle; 2]) {
     install_crds(&ns.client).await;
 
-    // The controller reaches the real apiserver through the cable only (same host name, so TLS still holds).
     let mut config = kube::Config::infer().await.expect("kubeconfig");
     let url = config.cluster_url.clone();
     let host = url.host().expect("apiserver host").to_owned();
@@ -83,7 +107,7 @@ async fn healthz_fails_while_the_api_is_cut_off_naming_the_watches_and_recovers_
         .expect("resolve the apiserver")
         .next()
         .expect("an address");
-    let mut cable = Cable::plug(apiserver).await;
+    let cable = Cable::plug(apiserver).await;
     config.cluster_url = format!("https://{host}:{}", cable.port).parse().expect("url");
     let options = fledge::controller::Options {
         min_interval: Duration::from_secs(1),
@@ -111,6 +135,15 @@ async fn healthz_fails_while_the_api_is_cut_off_naming_the_watches_and_recovers_
     let controller = tokio::spawn(async move {
         fledge::controller::run(client, engine, options).await;
     });
+
+    (cable, port, [controller.abort_handle(), server.abort_handle()])
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn healthz_fails_while_the_api_is_cut_off_naming_the_watches_and_recovers_when_it_returns() {
+    let ns = TestNamespace::create("health").await;
+    let (mut cable, port, tasks) = controller_through_a_cable(&ns).await;
 
     // Running and watching: healthy, and still healthy past the limit.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -146,6 +179,30 @@ async fn healthz_fails_while_the_api_is_cut_off_naming_the_watches_and_recovers_
         },
     )
     .await;
-    controller.abort();
-    server.abort();
+    for task in tasks {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane; run with make test"]
+async fn the_controllers_watches_and_requests_share_one_connection_to_the_api() {
+    let ns = TestNamespace::create("onewire").await;
+    let (cable, port, tasks) = controller_through_a_cable(&ns).await;
+    // A Canary to initialize: its writes go the same way as the watches.
+    create_podinfo(&ns, "stefanprodan/podinfo:3.1.0").await;
+    create_canary(&ns, json!({"interval": "1s", "threshold": 2, "stepWeight": 20}))
+        .await
+        .expect("canary");
+    wait_phase(&ns, Phase::Initialized, Duration::from_secs(60)).await;
+    assert_eq!(healthz(port).await, Ok((200, "ok".to_owned())), "the watches run");
+    // Every watch the controller runs holds its request open: over HTTP/1.1 each would need a connection.
+    assert_eq!(
+        cable.open.load(Ordering::SeqCst),
+        1,
+        "the controller's watches and requests did not share one connection"
+    );
+    for task in tasks {
+        task.abort();
+    }
 }

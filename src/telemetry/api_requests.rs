@@ -98,7 +98,12 @@ pub fn observed_client(
         health: health.clone(),
         fence: fence.clone(),
     };
-    Ok(ClientBuilder::try_from(config)?.with_layer(&observe).build())
+    if config.proxy_url.is_some() {
+        return Ok(ClientBuilder::try_from(config)?.with_layer(&observe).build());
+    }
+    Ok(super::transport::multiplexed(config)?
+        .with_layer(&observe)
+        .build())
 }
 
 /// Every request, classified once: refused if it is a write (but the Lease's) and the [`Fence`] has closed

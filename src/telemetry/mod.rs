@@ -4,6 +4,7 @@ pub mod api_requests;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod transport;
 
 use tracing_subscriber::EnvFilter;
 
