@@ -1220,6 +1220,25 @@ fn a_paused_rollout_holds_its_weight_and_counts_no_analysis_until_resumed() {
 }
 
 #[test]
+fn a_paused_rollout_shows_the_weight_its_route_holds_when_the_last_steps_status_was_lost() {
+    use crate::api::ManualAction::Pause;
+    // The step to 20 % wrote its route, then its status write was refused (the pause request had just
+    // changed the Canary): the status still says 10 %.
+    let mut obs = asked(Pause, "alice");
+    obs.routed_canary_weight = Some(20);
+    let t = tick(
+        &id(),
+        &seed_spec(),
+        &progressing_at(10, "r2"),
+        &obs,
+        &mut Script::default(),
+    );
+    assert_eq!(t.state.paused_by.as_deref(), Some("alice"));
+    assert_eq!(route(&t), Some((80, 20)), "the route is held where it is");
+    assert_eq!(t.state.canary_weight, 20, "and the status says so");
+}
+
+#[test]
 fn an_abort_rolls_back_at_once_naming_the_operator() {
     let t = tick(
         &id(),

@@ -308,7 +308,11 @@ impl Ticker<'_> {
         let held = match phase {
             Some(Phase::Progressing | Phase::WaitingPromotion) => {
                 self.out.requeue = Some(self.spec.interval);
-                self.ensure_routing(self.current_weight());
+                // Held where the route is (fledge's record on it is the truth), and the status says so: a
+                // step whose status write was refused after its route was written still routes its weight.
+                let weight = self.current_weight();
+                self.out.state.canary_weight = weight;
+                self.ensure_routing(weight);
                 true
             }
             Some(Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting) => {
