@@ -150,9 +150,10 @@ struct ControllerArgs {
     policy_memory_mib: u32,
     /// Canaries reconciled at once; the others wait first due, first served (`fledge_reconcile_queue_seconds`).
     /// A reconcile mostly waits on the API: at 1,000 canaries at a 10 s interval (`make scale`), 16 held each
-    /// weight step back 3-6 s in this queue, 64 kept it under 1 s. The requests share one HTTP/2 connection,
-    /// so a slot costs little memory. Policy calls are bounded apart (`--policy-calls`).
-    #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = 64)]
+    /// weight step back 3-6 s in this queue; 32 and 64 kept the steps within ~2 s of the interval, 64 at ~4 MiB
+    /// more RSS, and 128 loaded the API so much that the steps were late again. The requests share one HTTP/2
+    /// connection. Policy calls are bounded apart (`--policy-calls`).
+    #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
     /// Policy calls running at once; more wait their turn. Bounds what hostile policies take in all:
     /// this times `--policy-memory-mib`.
