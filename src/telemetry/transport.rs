@@ -8,11 +8,13 @@
 use http::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use kube::client::retry::RetryPolicy;
 use kube::client::{Body, ClientBuilder, ConfigExt};
+use tower::retry::RetryLayer;
 use tower::{BoxError, ServiceBuilder, ServiceExt, util::BoxService};
 
-/// The request stack fledge's client runs on: the cluster's address, its credentials, the kubeconfig's
-/// extra headers, and a connection that multiplexes.
+/// The request stack fledge's client runs on: the cluster's address, kube's retry of transient answers, the
+/// credentials, the kubeconfig's extra headers, and a connection that multiplexes.
 pub type Transport = BoxService<Request<Body>, Response<Box<kube::client::DynBody>>, BoxError>;
 
 /// A client builder for `config` (without a proxy) whose requests share one HTTP/2 connection where the
@@ -36,8 +38,13 @@ pub fn multiplexed(config: kube::Config) -> anyhow::Result<ClientBuilder<Transpo
     connector.set_write_timeout(config.write_timeout);
     let client: hyper_util::client::legacy::Client<_, Body> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+    // Layered in kube's order: kube's own retry of 429, 503 and 504 comes before the credentials.
+    let retry = config
+        .default_retry
+        .then(|| RetryLayer::new(RetryPolicy::server_retry()));
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        .option_layer(retry)
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
