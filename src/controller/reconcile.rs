@@ -323,8 +323,8 @@ pub async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     if acted.resynced {
         ctx.resyncs.done(&canary);
     }
-    // The next tick is an interval after this one was due, not after it ran or finished: neither a wait for a
-    // slot nor a slow tick pushes every later one back. An idle canary is still looked at once per resync.
+    // The next tick is an interval after this one was found due, not after it finished: a slow tick does not
+    // push every later one back. An idle canary is still looked at once per resync.
     let took = Duration::try_from(Timestamp::now().duration_since(looked.at)).unwrap_or_default();
     Ok(Requeue::requeue(match decided.tick.requeue {
         Some(next) => next.saturating_sub(took),
@@ -469,8 +469,7 @@ struct Looked {
     snapshot: Snapshot,
     state: State,
     request: Option<(String, Result<ManualRequest, String>)>,
-    /// The tick's place in the canary's schedule (see [`scheduled`]): the next one is due an interval after
-    /// it, however late this one ran and however long it takes.
+    /// When the tick was found due: the interval runs from here to the next, however long this tick takes.
     at: Timestamp,
 }
 
@@ -521,16 +520,14 @@ async fn look(
         }
         return Ok(ControlFlow::Break(Requeue::requeue(wait)));
     }
-    let now = Timestamp::now();
-    if let Some(late) = late(state.phase, spec.interval, last_tick, now) {
+    if let Some(late) = late(state.phase, spec.interval, last_tick, Timestamp::now()) {
         ctx.options.metrics.tick_late(late);
     }
-    let at = scheduled(state.phase, spec.interval, last_tick, now);
     Ok(ControlFlow::Continue(Looked {
         snapshot,
         state,
         request,
-        at,
+        at: Timestamp::now(),
     }))
 }
 
@@ -1114,21 +1111,6 @@ fn not_due(
         .filter(|left| *left > Duration::from_millis(50))
 }
 
-/// Where a tick run at `now` sits in the canary's schedule. A paced tick keeps the place it was due at, so
-/// one that ran late (it waited for a slot behind a fleet's ticks, or the API was slow) does not push every
-/// later step back: the steps keep the interval apart, as Flagger's per-canary ticker does. A tick run early
-/// (a new revision, an operator's request, serving lost) or more than a whole interval late (the controller
-/// was down) starts the schedule afresh from `now`, so no tick is ever made up for.
-fn scheduled(phase: Option<Phase>, interval: Duration, last: Option<Timestamp>, now: Timestamp) -> Timestamp {
-    let due = last
-        .filter(|_| paced(phase))
-        .and_then(|last| last.checked_add(interval).ok());
-    match due {
-        Some(due) if due <= now && now.duration_since(due).unsigned_abs() < interval => due,
-        _ => now,
-    }
-}
-
 /// How long after its interval was up a paced tick runs (`None` when it is not paced, or early: a new
 /// revision or lost serving is acted on at once).
 fn late(
@@ -1240,7 +1222,7 @@ async fn publish(ctx: &Context, canary: &Canary, kind: EventKind, reason: &str, 
 
 #[cfg(test)]
 mod tests {
-    use super::{ReconcileError, backoff, jitter, late, merged_config, refused, scheduled};
+    use super::{ReconcileError, backoff, jitter, late, merged_config, refused};
     use serde_json::json;
     use std::time::Duration;
 
@@ -1296,48 +1278,6 @@ mod tests {
         assert_eq!(late(progressing, every, None, at(13)), None, "no tick yet");
         assert_eq!(late(Some(Phase::Succeeded), every, Some(last), at(600)), None);
         assert_eq!(late(None, every, Some(last), at(600)), None);
-    }
-
-    #[test]
-    fn a_late_paced_tick_keeps_its_place_in_the_schedule_and_an_early_or_very_late_one_starts_afresh() {
-        use crate::api::Phase;
-        let last: k8s_openapi::jiff::Timestamp = "2026-12-07T10:00:00Z".parse().expect("time");
-        let at = |millis: i64| last + k8s_openapi::jiff::SignedDuration::from_millis(millis);
-        let every = Duration::from_secs(10);
-        let progressing = Some(Phase::Progressing);
-        // Due at 10 s: run 1.5 s late, the next is due at 20 s, not 21.5 s.
-        assert_eq!(scheduled(progressing, every, Some(last), at(11_500)), at(10_000));
-        assert_eq!(scheduled(progressing, every, Some(last), at(10_000)), at(10_000));
-        assert_eq!(
-            scheduled(Some(Phase::Promoting), every, Some(last), at(19_999)),
-            at(10_000),
-            "late by just under an interval"
-        );
-        assert_eq!(
-            scheduled(progressing, every, Some(last), at(20_000)),
-            at(20_000),
-            "a whole interval late: afresh, no tick made up"
-        );
-        assert_eq!(
-            scheduled(progressing, every, Some(last), at(4_000)),
-            at(4_000),
-            "early (a new revision): afresh"
-        );
-        assert_eq!(
-            scheduled(progressing, every, Some(last), at(9_980)),
-            at(9_980),
-            "taken within the tolerance before its time"
-        );
-        assert_eq!(
-            scheduled(progressing, every, None, at(13_000)),
-            at(13_000),
-            "no tick yet"
-        );
-        assert_eq!(
-            scheduled(Some(Phase::Succeeded), every, Some(last), at(11_000)),
-            at(11_000),
-            "an idle canary is not paced"
-        );
     }
 
     #[test]
