@@ -89,7 +89,7 @@ impl Default for Options {
             metrics_server: None,
             query_timeout: crate::prometheus::DEFAULT_TIMEOUT,
             policy_queries: crate::analysis::QueryLimits::default(),
-            concurrency: 32,
+            concurrency: 48,
             lease: None,
             metrics: crate::telemetry::metrics::Metrics::new(),
             policy_dir: None,
