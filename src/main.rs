@@ -149,12 +149,12 @@ struct ControllerArgs {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     policy_memory_mib: u32,
     /// Canaries reconciled at once; the others wait first due, first served (`fledge_reconcile_queue_seconds`).
-    /// A reconcile mostly waits on the API: at 1,000 canaries at a 10 s interval (`make scale`), a weight step
-    /// holds its slot ~0.4 s, so 32 slots passed ~80 steps a second where 100 were due and held the steps back
-    /// 2-4 s (gap p99 14.0-14.2 s); 48 gave gap p99 11.6-12.7 s at ~1 MiB more peak RSS; 128 loaded the API so
-    /// much that the steps were late again. The requests share one HTTP/2 connection. Policy calls are bounded apart
-    /// (`--policy-calls`).
-    #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = 48)]
+    /// A reconcile mostly waits on the API: at 1,000 canaries at a 10 s interval (`make scale`), a weight
+    /// step holds its slot ~0.4 s, so 32 slots passed ~80 steps a second where 100 were due and held the
+    /// steps back 2-4 s (gap p99 14.0-14.2 s); 48 gave gap p99 11.6-12.7 s at ~1 MiB more peak RSS; 128
+    /// loaded the API so much that the steps were late again. The requests share one HTTP/2 connection.
+    /// Policy calls are bounded apart (`--policy-calls`).
+    #[arg(long, env = "FLEDGE_CONCURRENCY", default_value_t = fledge::controller::DEFAULT_CONCURRENCY)]
     concurrency: u16,
     /// Policy calls running at once; more wait their turn. Bounds what hostile policies take in all:
     /// this times `--policy-memory-mib`.

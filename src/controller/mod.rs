@@ -32,6 +32,9 @@ use crate::api::{ClusterPolicy, PolicyResource};
 use crate::policy::PolicyEngine;
 use crate::registry::PullLimits;
 
+/// Canaries reconciled at once by default (`--concurrency`; why 48: `fledge controller --help`).
+pub const DEFAULT_CONCURRENCY: u16 = 48;
+
 /// How the controller runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -47,7 +50,7 @@ pub struct Options {
     pub query_timeout: Duration,
     /// Bounds on a policy's own queries through the `metrics` import.
     pub policy_queries: crate::analysis::QueryLimits,
-    /// Canaries reconciled at once.
+    /// Canaries reconciled at once ([`DEFAULT_CONCURRENCY`] unless set).
     pub concurrency: u16,
     /// Act only while holding this Lease; `None` acts at once (a single replica).
     pub lease: Option<leader::LeaseConfig>,
@@ -89,7 +92,7 @@ impl Default for Options {
             metrics_server: None,
             query_timeout: crate::prometheus::DEFAULT_TIMEOUT,
             policy_queries: crate::analysis::QueryLimits::default(),
-            concurrency: 48,
+            concurrency: DEFAULT_CONCURRENCY,
             lease: None,
             metrics: crate::telemetry::metrics::Metrics::new(),
             policy_dir: None,
